@@ -1,0 +1,223 @@
+"""`build_dataset`: batches of masked BERT examples from a prepared dataset.
+
+Stages, each a small function: read this input pipeline's share of a split
+(contiguous ranges: disjoint, together the whole split), shuffle with an
+explicit seed, repeat, number the stream, assemble [CLS] A [SEP] B [SEP] and
+draw each example's stateless randomness, batch (ragged), mask with
+tensorflow-text's ops, pad to the Model Garden's features, prefetch.
+
+Every random choice comes from the seed, the example id and the position in
+the stream, so the same seed gives the same batches and an iterator saved in a
+`tf.train.Checkpoint` resumes with exactly the batches that would have come.
+"""
+
+import functools
+from typing import Dict, Optional, Tuple
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from data import builder as builder_lib
+from data import corpus as corpus_lib
+from data import masking as masking_lib
+from data import vocab as vocab_lib
+
+MASKING_MODES = ("dynamic", "static")
+
+
+def shard_range(num_examples: int, num_pipelines: int,
+                pipeline_id: int) -> Tuple[int, int]:
+  """The [start, end) of the examples one input pipeline reads.
+
+  Ranges are contiguous, disjoint, cover all examples and differ in size by at
+  most one (the first `num_examples % num_pipelines` get one more).
+  """
+  size, extra = divmod(num_examples, num_pipelines)
+  start = pipeline_id * size + min(pipeline_id, extra)
+  return start, start + size + (pipeline_id < extra)
+
+
+def _records(prepared: builder_lib.PreparedDataset, split: str,
+             input_context: Optional[tf.distribute.InputContext]
+            ) -> tf.data.Dataset:
+  """This input pipeline's share of a split, as serialized examples."""
+  if split not in prepared.shards:
+    raise ValueError(f"split {split!r} does not exist; the dataset has "
+                     f"{', '.join(sorted(prepared.shards))}")
+  num_pipelines, pipeline_id = 1, 0
+  if input_context:
+    num_pipelines = input_context.num_input_pipelines
+    pipeline_id = input_context.input_pipeline_id
+  if num_pipelines > prepared.num_examples[split]:
+    raise ValueError(f"split {split!r} has {prepared.num_examples[split]} "
+                     f"examples, fewer than the {num_pipelines} input pipelines")
+  start, end = shard_range(prepared.num_examples[split], num_pipelines,
+                           pipeline_id)
+  # Only the record files overlapping [start, end) are opened. TFDS permuted
+  # the examples when writing them, so reading files in order is not reading
+  # documents in order.
+  paths, skips, takes = [], [], []
+  offset = 0
+  for path, length in prepared.shards[split]:
+    lo, hi = max(start, offset), min(end, offset + length)
+    if lo < hi:
+      paths.append(path)
+      skips.append(lo - offset)
+      takes.append(hi - lo)
+    offset += length
+  return tf.data.Dataset.from_tensor_slices(
+      (paths, tf.constant(skips, tf.int64), tf.constant(takes, tf.int64))
+  ).flat_map(lambda path, skip, take: tf.data.TFRecordDataset(path).skip(
+      skip).take(take))
+
+
+def _assemble(position: tf.Tensor, record: tf.Tensor, *,
+              features: tfds.features.FeaturesDict,
+              special: vocab_lib.SpecialIds, seed: int, static: bool,
+              max_predictions_per_seq: int,
+              vocab_size: int) -> Dict[str, tf.Tensor]:
+  """[CLS] A [SEP] B [SEP], its segment ids and its masking randomness."""
+  example = features.deserialize_example(record)
+  tokens_a, tokens_b = example["tokens_a"], example["tokens_b"]
+  cls = tf.constant([special.cls], tf.int32)
+  sep = tf.constant([special.sep], tf.int32)
+  input_word_ids = tf.concat([cls, tokens_a, sep, tokens_b, sep], axis=0)
+  input_type_ids = tf.concat([
+      tf.zeros([tf.size(tokens_a) + 2], tf.int32),
+      tf.ones([tf.size(tokens_b) + 1], tf.int32)], axis=0)
+  seed_pair = masking_lib.example_seed(seed, example["example_id"],
+                                   None if static else position)
+  features = masking_lib.draw_randomness(
+      seed_pair, num_tokens=tf.size(input_word_ids),
+      max_predictions_per_seq=max_predictions_per_seq, vocab_size=vocab_size)
+  features.update({
+      "input_word_ids": input_word_ids,
+      "input_type_ids": input_type_ids,
+      "next_sentence_labels": tf.cast(
+          tf.reshape(example["next_sentence_label"], [1]), tf.int32),
+  })
+  return features
+
+
+def _mask_and_pad(batch: Dict[str, tf.Tensor], *,
+                  special: vocab_lib.SpecialIds, vocab_size: int,
+                  max_seq_length: int, max_predictions_per_seq: int,
+                  masked_lm_prob: float) -> Dict[str, tf.Tensor]:
+  """Masks a ragged batch and pads it to the Model Garden's features."""
+  ids = batch["input_word_ids"]
+  masked = masking_lib.mask_batch(
+      ids, priorities=batch["priorities"], decisions=batch["decisions"],
+      random_ids=batch["random_ids"], vocab_size=vocab_size,
+      mask_id=special.mask, unmaskable_ids=[special.cls, special.sep,
+                                            special.pad],
+      max_predictions_per_seq=max_predictions_per_seq,
+      masked_lm_prob=masked_lm_prob)
+  batch_size = tf.shape(batch["next_sentence_labels"])[0]
+  tokens_shape = [batch_size, max_seq_length]
+  predictions_shape = [batch_size, max_predictions_per_seq]
+  labels = masked["masked_lm_ids"]
+  return {
+      "input_word_ids": masked["input_word_ids"].to_tensor(
+          default_value=special.pad, shape=tokens_shape),
+      "input_mask": tf.ones_like(ids).to_tensor(shape=tokens_shape),
+      "input_type_ids": batch["input_type_ids"].to_tensor(shape=tokens_shape),
+      "masked_lm_positions": tf.cast(
+          masked["masked_lm_positions"], tf.int32).to_tensor(
+              shape=predictions_shape),
+      "masked_lm_ids": labels.to_tensor(shape=predictions_shape),
+      "masked_lm_weights": tf.ones_like(labels, tf.float32).to_tensor(
+          shape=predictions_shape),
+      "next_sentence_labels": batch["next_sentence_labels"],
+  }
+
+
+def build_dataset(input_context: Optional[tf.distribute.InputContext] = None,
+                  *, data_dir: Optional[str], global_batch_size: int,
+                  split: str = "train", corpus: str = corpus_lib.EMBEDDED,
+                  vocab_size: int = 8192, vocab_file: Optional[str] = None,
+                  max_seq_length: int = 128, max_predictions_per_seq: int = 20,
+                  seed: int = 0, masking: str = "dynamic",
+                  shuffle: bool = True, repeat: bool = True,
+                  drop_remainder: bool = True,
+                  shuffle_buffer_size: int = 10_000,
+                  masked_lm_prob: float = 0.15, dupe_factor: int = 5,
+                  tfds_data_dir: Optional[str] = None) -> tf.data.Dataset:
+  """Batches of masked sentence pairs for BERT pretraining.
+
+  The dataset must have been prepared with `prepare_dataset` and the same
+  `data_dir`, `corpus`, `vocab_size`, `vocab_file`, `max_seq_length`, `seed`
+  and `dupe_factor`.
+
+  Args:
+    input_context: shards the data per input pipeline and sets the
+      per-replica batch size (`tf.distribute` passes it to a dataset_fn);
+      None for one pipeline and the global batch.
+    data_dir: the data dir given to `prepare_dataset` (None: its default).
+    global_batch_size: examples per step, summed over replicas.
+    split: "train" or "validation".
+    corpus, vocab_size, vocab_file, max_seq_length, dupe_factor,
+      tfds_data_dir: identify the prepared dataset (see `prepare_dataset`).
+    max_predictions_per_seq: P, the most masked tokens per sequence (BERT: 20
+      at 128 tokens, 80 at 512).
+    seed: seeds shuffling and masking (and identified the pairing).
+    masking: "dynamic" (a fresh mask each time an example comes back) or
+      "static" (one fixed mask per example, as in TFRecords written once).
+    shuffle: shuffle examples (buffer `shuffle_buffer_size`), differently
+      each epoch. The stored order is already a random permutation.
+    repeat: repeat forever.
+    drop_remainder: drop a last partial batch (keeps shapes static).
+    shuffle_buffer_size: examples in the shuffle buffer.
+    masked_lm_prob: the fraction of tokens predicted (BERT: 0.15).
+
+  Returns:
+    A `tf.data.Dataset` of dicts, B the per-replica batch size, L
+    `max_seq_length`: ``input_word_ids``, ``input_mask``, ``input_type_ids``
+    int32 [B, L]; ``masked_lm_positions``, ``masked_lm_ids`` int32 [B, P];
+    ``masked_lm_weights`` float32 [B, P] (1.0 at real predictions, else 0.0);
+    ``next_sentence_labels`` int32 [B, 1] (0: B follows A, 1: random) -- the
+    features, dtypes and shapes of the Model Garden's BertPretrainDataLoader.
+
+  Raises:
+    FileNotFoundError: the dataset has not been prepared.
+    ValueError: an argument is invalid.
+  """
+  if masking not in MASKING_MODES:
+    raise ValueError(f"masking={masking!r} must be one of {MASKING_MODES}")
+  if global_batch_size < 1:
+    raise ValueError(f"global_batch_size={global_batch_size} must be >= 1")
+  if not 1 <= max_predictions_per_seq <= max_seq_length:
+    raise ValueError(f"max_predictions_per_seq={max_predictions_per_seq} must "
+                     f"be in [1, max_seq_length={max_seq_length}]")
+  if not 0.0 < masked_lm_prob < 1.0:
+    raise ValueError(f"masked_lm_prob={masked_lm_prob} must be in (0, 1)")
+  prepared = builder_lib.load_prepared(
+      data_dir, corpus=corpus, vocab_size=vocab_size, vocab_file=vocab_file,
+      max_seq_length=max_seq_length, seed=seed, dupe_factor=dupe_factor,
+      tfds_data_dir=tfds_data_dir)
+  special = vocab_lib.special_ids(vocab_lib.load_vocab(prepared.vocab_file))
+  batch_size = (input_context.get_per_replica_batch_size(global_batch_size)
+                if input_context else global_batch_size)
+
+  ds = _records(prepared, split, input_context)
+  if shuffle:
+    ds = ds.shuffle(shuffle_buffer_size, seed=seed,
+                    reshuffle_each_iteration=True)
+  if repeat:
+    ds = ds.repeat()
+  ds = ds.enumerate()  # The position seeds dynamic masks.
+  ds = ds.map(
+      functools.partial(_assemble, features=builder_lib.features(),
+                        special=special, seed=seed,
+                        static=masking == "static",
+                        max_predictions_per_seq=max_predictions_per_seq,
+                        vocab_size=prepared.vocab_size),
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.ragged_batch(batch_size, drop_remainder=drop_remainder)
+  ds = ds.map(
+      functools.partial(_mask_and_pad, special=special,
+                        vocab_size=prepared.vocab_size,
+                        max_seq_length=max_seq_length,
+                        max_predictions_per_seq=max_predictions_per_seq,
+                        masked_lm_prob=masked_lm_prob),
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.prefetch(tf.data.AUTOTUNE)
