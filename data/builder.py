@@ -276,7 +276,9 @@ class BertPretraining(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        description=__doc__.split("\n\n")[0], features=features())
+        description=__doc__.split("\n\n")[0], features=features(),
+        # Per split: documents, sentences, tokens, examples (metadata.json).
+        metadata=tfds.core.MetadataDict())
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing is downloaded.
@@ -317,8 +319,12 @@ class BertPretraining(tfds.core.GeneratorBasedBuilder):
     # Validation documents are paired once: duplicates add nothing there.
     dupe_factor = config.dupe_factor if split == "train" else 1
     example_id = 0
+    stats = {"documents": 0, "sentences": 0, "tokens": 0}
     for group in self._split_documents(assets, split):
       documents = tokenize_documents(group, tokenizer)
+      stats["documents"] += len(documents)
+      stats["sentences"] += sum(len(doc) for doc in documents)
+      stats["tokens"] += sum(len(s) for doc in documents for s in doc)
       for _ in range(dupe_factor):
         for pair in pairs_lib.create_pairs(
             documents, max_num_tokens=config.max_seq_length - 3, rng=rng,
@@ -330,6 +336,7 @@ class BertPretraining(tfds.core.GeneratorBasedBuilder):
               "next_sentence_label": int(pair.is_random_next),
           }
           example_id += 1
+    self.info.metadata[split] = dict(stats, examples=example_id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -343,6 +350,8 @@ class PreparedDataset:
     num_examples: examples per split, e.g. {"train": ..., "validation": ...}.
     dataset_dir: the TFDS dataset's folder.
     lower_case: whether text is lower-cased before tokenizing.
+    stats: per split, the numbers of documents, sentences, tokens (WordPiece,
+      counted once) and examples.
     shards: per split, the record files and their numbers of examples.
   """
   vocab_file: str
@@ -351,6 +360,7 @@ class PreparedDataset:
   num_examples: Dict[str, int]
   dataset_dir: str
   lower_case: bool
+  stats: Dict[str, Dict[str, int]] = dataclasses.field(repr=False)
   shards: Dict[str, List[Tuple[str, int]]] = dataclasses.field(repr=False)
 
 
@@ -389,12 +399,17 @@ def _read_prepared(data_dir: str,
   else:
     vocab_file = os.path.join(assets_dir, f"vocab-{config.vocab_size}.txt")
   tokens = vocab_lib.load_vocab(vocab_file)
+  stats = {}
+  metadata_file = os.path.join(dataset_dir, "metadata.json")
+  if os.path.exists(metadata_file):
+    with open(metadata_file) as f:
+      stats = json.load(f)
   return PreparedDataset(
       vocab_file=vocab_file, vocab_size=len(tokens),
       max_seq_length=config.max_seq_length,
       num_examples={k: sum(n for _, n in v) for k, v in shards.items()},
       dataset_dir=dataset_dir, lower_case=vocab_lib.is_lower_case(tokens),
-      shards=shards)
+      stats=stats, shards=shards)
 
 
 def _is_prepared(data_dir: str, config: BertPretrainingConfig) -> bool:

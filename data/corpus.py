@@ -59,7 +59,7 @@ _ABBREVIATIONS = frozenset({
     "e.g.", "i.e.", "etc.", "vs.", "cf.", "mr.", "mrs.", "dr.", "no.", "fig.",
     "eq.", "approx.", "resp.", "al.", "sec.", "ch.", "vol.", "st.", "jr.",
     "inc.", "ltd.", "ver.", "p.", "pp."})
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(\s+)(?=[\"'(\[]?[A-Z0-9])")
 _SECTION_HEADER = re.compile(
     r"^(args|arguments|parameters|params|returns?|yields?|raises|examples?|"
     r"attributes|usage|see also|references|notes?|warnings?|todo|methods|"
@@ -82,8 +82,13 @@ def split_sentences(paragraph: str) -> List[str]:
   text = " ".join(paragraph.split())
   if not text:
     return []
+  pieces, start = [], 0
+  for match in _SENTENCE_END.finditer(text):
+    pieces.append(text[start:match.start(1)])
+    start = match.end(1)
+  pieces.append(text[start:])
   sentences = []
-  for piece in _SENTENCE_END.split(text):
+  for piece in pieces:
     piece = piece.strip()
     if not piece:
       continue
@@ -278,16 +283,23 @@ def tfds_documents(name: str, *, data_dir: Optional[str] = None,
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
     builder = tfds.builder(name, data_dir=data_dir)
+  except AttributeError as e:
+    # TFDS 4.9.9 restores dataset info with `FieldDescriptor.label`, which
+    # protobuf 7 removed.
+    raise ValueError(f"TFDS cannot read the info of {name!r} ({e}); TFDS "
+                     "4.9.9 needs protobuf < 7") from None
   except Exception as e:  # pylint: disable=broad-except
     raise FileNotFoundError(f"TFDS dataset {name!r} is unknown: "
                             f"{str(e).splitlines()[0]}") from None
-  if not builder.is_prepared():
-    raise FileNotFoundError(
-        f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r}; "
-        f"run `tfds build {name}` first (this project does not download)")
   if "text" not in builder.info.features:
     raise ValueError(f"TFDS dataset {name!r} has no 'text' feature")
-  ds = builder.as_dataset(split=split, shuffle_files=False)
+  try:
+    ds = builder.as_dataset(split=split, shuffle_files=False)
+  except AssertionError:  # TFDS's way of saying the data is not there.
+    raise FileNotFoundError(
+        f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r}; "
+        f"run `tfds build {name}` first (this project does not download)"
+    ) from None
   for example in tfds.as_numpy(ds):
     text = example["text"]
     try:

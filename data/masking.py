@@ -54,7 +54,8 @@ class StatelessItemSelector(text.RandomItemSelector):
       raise ValueError("StatelessItemSelector selects along axis 1 of a "
                        "[batch, (items)] RaggedTensor only")
     selectable = self.get_selectable(input_ids, axis)
-    num_selectable = tf.reduce_sum(tf.cast(selectable, tf.float32), axis=1)
+    # In float64: in float32, 100 * 0.15 is 15.000001 and its ceil 16.
+    num_selectable = tf.reduce_sum(tf.cast(selectable, tf.float64), axis=1)
     num_to_select = tf.minimum(
         tf.math.ceil(num_selectable * self.selection_rate),
         float(self.max_selections_per_batch))
@@ -64,7 +65,7 @@ class StatelessItemSelector(text.RandomItemSelector):
     dense = input_ids.with_flat_values(priorities).to_tensor(default_value=-2.0)
     order = tf.argsort(dense, axis=1, direction="DESCENDING", stable=True)
     rank = tf.argsort(order, axis=1, stable=True)
-    chosen = tf.cast(rank, tf.float32) < num_to_select[:, tf.newaxis]
+    chosen = tf.cast(rank, tf.float64) < num_to_select[:, tf.newaxis]
     chosen = tf.RaggedTensor.from_tensor(chosen,
                                          lengths=input_ids.row_lengths())
     return tf.logical_and(chosen, selectable)

@@ -5,10 +5,11 @@ This follows `create_instances_from_document` of google-research/bert's
 of about `max_num_tokens` tokens, the chunk is cut at a random sentence
 boundary into segment A and the rest, and segment B is either that rest
 ("is next", label 0) or, half of the time, text from a random other document
-(label 1, and the unused sentences are put back). One difference: an
-over-long pair is truncated at the front of A and at the back of B only, so
-that in an "is next" pair the text across the A|B boundary is really
-consecutive (the original truncates either end at random).
+(label 1, and the unused sentences are put back). Two differences: labels are
+kept balanced (see `_document_pairs`), and an over-long pair is truncated at
+the front of A and at the back of B only, so that in an "is next" pair the
+text across the A|B boundary is really consecutive (the original truncates
+either end at random).
 """
 
 import dataclasses
@@ -73,15 +74,23 @@ def create_pairs(documents: Sequence[Sequence[TokenIds]], *,
   if len(documents) < 2:
     raise ValueError("sentence pairs need at least 2 non-empty documents, "
                      f"got {len(documents)}")
-  for doc_index, document in enumerate(documents):
+  debt = [0]
+  for doc_index in range(len(documents)):
     yield from _document_pairs(documents, doc_index, max_num_tokens, rng,
-                               short_seq_prob)
+                               short_seq_prob, debt)
 
 
 def _document_pairs(documents: List[List[List[int]]], doc_index: int,
                     max_num_tokens: int, rng: random.Random,
-                    short_seq_prob: float) -> Iterator[SentencePair]:
-  """The pairs of one document; see `create_pairs`."""
+                    short_seq_prob: float,
+                    debt: List[int]) -> Iterator[SentencePair]:
+  """The pairs of one document; see `create_pairs`.
+
+  `debt[0]` counts the chunks of one sentence, which can only get a random B
+  (in BERT's code they skew the labels towards random); as many later chunks
+  that could go either way are made "is next" instead of tossing a coin, so
+  the labels stay balanced.
+  """
   document = documents[doc_index]
 
   def target_length():
@@ -100,7 +109,14 @@ def _document_pairs(documents: List[List[List[int]]], doc_index: int,
       a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
       tokens_a = [t for s in chunk[:a_end] for t in s]
       tokens_b = []
-      is_random_next = len(chunk) == 1 or rng.random() < 0.5
+      if len(chunk) == 1:
+        is_random_next = True
+        debt[0] += 1
+      elif debt[0] > 0:
+        is_random_next = False
+        debt[0] -= 1
+      else:
+        is_random_next = rng.random() < 0.5
       if is_random_next:
         target_b = max(1, target - len(tokens_a))
         other = rng.randrange(len(documents) - 1)

@@ -15,7 +15,6 @@ import functools
 from typing import Dict, Optional, Tuple
 
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from data import builder as builder_lib
 from data import corpus as corpus_lib
@@ -37,10 +36,21 @@ def shard_range(num_examples: int, num_pipelines: int,
   return start, start + size + (pipeline_id < extra)
 
 
-def _records(prepared: builder_lib.PreparedDataset, split: str,
-             input_context: Optional[tf.distribute.InputContext]
-            ) -> tf.data.Dataset:
-  """This input pipeline's share of a split, as serialized examples."""
+def read_examples(prepared: builder_lib.PreparedDataset, split: str,
+                  input_context: Optional[tf.distribute.InputContext] = None
+                 ) -> tf.data.Dataset:
+  """This input pipeline's share of a split, in stored order.
+
+  Args:
+    prepared: from `prepare_dataset`.
+    split: "train" or "validation".
+    input_context: which input pipeline this is; None for all the data.
+
+  Returns:
+    A dataset of dicts: ``example_id`` int64 [], ``tokens_a`` int32
+    [len_a], ``tokens_b`` int32 [len_b], ``next_sentence_label`` int64 []
+    (0: B follows A, 1: B is random).
+  """
   if split not in prepared.shards:
     raise ValueError(f"split {split!r} does not exist; the dataset has "
                      f"{', '.join(sorted(prepared.shards))}")
@@ -65,19 +75,19 @@ def _records(prepared: builder_lib.PreparedDataset, split: str,
       skips.append(lo - offset)
       takes.append(hi - lo)
     offset += length
-  return tf.data.Dataset.from_tensor_slices(
+  records = tf.data.Dataset.from_tensor_slices(
       (paths, tf.constant(skips, tf.int64), tf.constant(takes, tf.int64))
   ).flat_map(lambda path, skip, take: tf.data.TFRecordDataset(path).skip(
       skip).take(take))
+  return records.map(builder_lib.features().deserialize_example,
+                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _assemble(position: tf.Tensor, record: tf.Tensor, *,
-              features: tfds.features.FeaturesDict,
+def _assemble(position: tf.Tensor, example: Dict[str, tf.Tensor], *,
               special: vocab_lib.SpecialIds, seed: int, static: bool,
               max_predictions_per_seq: int,
               vocab_size: int) -> Dict[str, tf.Tensor]:
   """[CLS] A [SEP] B [SEP], its segment ids and its masking randomness."""
-  example = features.deserialize_example(record)
   tokens_a, tokens_b = example["tokens_a"], example["tokens_b"]
   cls = tf.constant([special.cls], tf.int32)
   sep = tf.constant([special.sep], tf.int32)
@@ -198,7 +208,7 @@ def build_dataset(input_context: Optional[tf.distribute.InputContext] = None,
   batch_size = (input_context.get_per_replica_batch_size(global_batch_size)
                 if input_context else global_batch_size)
 
-  ds = _records(prepared, split, input_context)
+  ds = read_examples(prepared, split, input_context)
   if shuffle:
     ds = ds.shuffle(shuffle_buffer_size, seed=seed,
                     reshuffle_each_iteration=True)
@@ -206,8 +216,7 @@ def build_dataset(input_context: Optional[tf.distribute.InputContext] = None,
     ds = ds.repeat()
   ds = ds.enumerate()  # The position seeds dynamic masks.
   ds = ds.map(
-      functools.partial(_assemble, features=builder_lib.features(),
-                        special=special, seed=seed,
+      functools.partial(_assemble, special=special, seed=seed,
                         static=masking == "static",
                         max_predictions_per_seq=max_predictions_per_seq,
                         vocab_size=prepared.vocab_size),

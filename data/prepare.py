@@ -1,0 +1,89 @@
+r"""Prepares a BERT pretraining dataset: corpus -> vocab -> TFDS splits.
+
+  python -m data.prepare --data_dir=~/bert_lamb_data
+  python -m data.prepare --data_dir=DIR --corpus='/text/wiki_*.txt.gz' \
+      --vocab_size=30522 --max_seq_length=512
+  python -m data.prepare --data_dir=DIR --export_tfrecords=/tmp/train.tfrecord
+
+The default (the embedded corpus, an 8192-token vocab, 128 tokens) takes about
+3 minutes on 2 CPU cores and is then cached; running again returns at once.
+Prints a summary: documents, sentences, tokens, examples, time. Bad input
+prints one line on stderr and exits with status 1.
+"""
+
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+from data import builder
+from data import export
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("data_dir", builder.DEFAULT_DATA_DIR,
+                    "Where the corpus text, vocab and dataset are cached.")
+flags.DEFINE_string("corpus", "embedded",
+                    "'embedded', a glob of text files (a sentence a line, a "
+                    "blank line between documents, .gz allowed) or "
+                    "'tfds:NAME' (e.g. tfds:wikipedia/20230601.en).")
+flags.DEFINE_integer("vocab_size", 8192, "Tokens in the learned vocab.")
+flags.DEFINE_string("vocab_file", None,
+                    "A vocab.txt to use instead of learning one.")
+flags.DEFINE_integer("max_seq_length", 128,
+                     "Tokens per example: 128 for phase 1, 512 for phase 2.")
+flags.DEFINE_integer("seed", 0, "Seeds sentence pairing (and export masks).")
+flags.DEFINE_integer("dupe_factor", 5,
+                     "Times the training documents are paired, differently.")
+flags.DEFINE_string("tfds_data_dir", None,
+                    "Where tfds: corpora live (TFDS's default if unset).")
+flags.DEFINE_string("export_tfrecords", None,
+                    "Also write a split, statically masked, as Model Garden "
+                    "pretraining TFRecords to this file.")
+flags.DEFINE_string("export_split", "train", "The split to export.")
+flags.DEFINE_integer("max_predictions_per_seq", 20,
+                     "Masked positions per exported example (BERT: 20 at "
+                     "128 tokens, 80 at 512).")
+
+
+def _summary(info: builder.PreparedDataset, seconds: float) -> str:
+  lines = [f"Dataset: {info.dataset_dir}",
+           f"Vocab:   {info.vocab_file} ({info.vocab_size} tokens)"]
+  for split, n in sorted(info.num_examples.items(), reverse=True):
+    stats = info.stats.get(split, {})
+    lines.append(
+        f"{split:>10}: {stats.get('documents', '?'):>8} documents "
+        f"{stats.get('sentences', '?'):>9} sentences "
+        f"{stats.get('tokens', '?'):>10} tokens {n:>8} examples")
+  lines.append(f"Time: {seconds:.1f} s")
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  start = time.time()
+  kwargs = dict(corpus=FLAGS.corpus, vocab_size=FLAGS.vocab_size,
+                vocab_file=FLAGS.vocab_file,
+                max_seq_length=FLAGS.max_seq_length, seed=FLAGS.seed,
+                dupe_factor=FLAGS.dupe_factor,
+                tfds_data_dir=FLAGS.tfds_data_dir)
+  try:
+    info = builder.prepare_dataset(FLAGS.data_dir, progress=True, **kwargs)
+    print(_summary(info, time.time() - start))
+    if FLAGS.export_tfrecords:
+      count = export.export_tfrecords(
+          FLAGS.export_tfrecords, data_dir=FLAGS.data_dir,
+          split=FLAGS.export_split,
+          max_predictions_per_seq=FLAGS.max_predictions_per_seq, **kwargs)
+      print(f"Exported {count} {FLAGS.export_split} examples to "
+            f"{FLAGS.export_tfrecords}")
+  except (ValueError, OSError) as e:
+    message = str(e).splitlines()[0] if str(e) else type(e).__name__
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)
