@@ -1,0 +1,254 @@
+"""Tests of the trainer: configs, equivalences, resume, multi-worker, errors."""
+
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import data
+from trainer import schedule as schedule_lib
+from trainer import train as train_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CORPUS = os.path.join(ROOT, "tests", "testdata", "tiny_corpus.txt")
+TINY_DATA = [f'dataset.corpus = "{TINY_CORPUS}"', "dataset.vocab_size = 512",
+             "dataset.max_seq_length = 32",
+             "dataset.max_predictions_per_seq = 5"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("data"))
+  data.prepare_dataset(path, corpus=TINY_CORPUS, vocab_size=512,
+                       max_seq_length=32)
+  return path
+
+
+def _parse(*bindings, gin_file="configs/tiny.gin"):
+  gin.clear_config()
+  gin.add_config_file_search_path(ROOT)
+  gin.parse_config_files_and_bindings(
+      [os.path.join(ROOT, gin_file)], TINY_DATA + list(bindings))
+
+
+def _run(model_dir, data_dir, *bindings, strategy=None):
+  _parse(*bindings)
+  strategy = strategy or tf.distribute.OneDeviceStrategy("/cpu:0")
+  return train_lib.train(model_dir=str(model_dir), data_dir=data_dir,
+                         strategy=strategy)
+
+
+def _weights(model_dir):
+  """Model variables of the latest checkpoint, keyed by object path."""
+  reader = tf.train.load_checkpoint(str(model_dir))
+  return {k: reader.get_tensor(k)
+          for k in reader.get_variable_to_shape_map()
+          if k.startswith("model/") and "OPTIMIZER_SLOT" not in k}
+
+
+def _losses(model_dir):
+  with open(os.path.join(model_dir, "metrics.jsonl")) as f:
+    return [r["loss"] for r in map(json.loads, f) if "loss" in r]
+
+
+def _assert_same(a, b, rtol):
+  wa, wb = _weights(a), _weights(b)
+  assert wa.keys() == wb.keys() and len(wa) > 10
+  for k in wa:
+    np.testing.assert_allclose(wa[k], wb[k], rtol=rtol, atol=rtol, err_msg=k)
+  np.testing.assert_allclose(_losses(a), _losses(b), rtol=rtol)
+
+
+@pytest.mark.parametrize("gin_file", sorted(
+    os.path.relpath(p, ROOT)
+    for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.gin"),
+                       recursive=True)))
+def test_every_config_parses_and_builds(gin_file):
+  gin.clear_config()
+  gin.add_config_file_search_path(ROOT)
+  gin.parse_config_files_and_bindings([os.path.join(ROOT, gin_file)], [])
+  def value(name):  # Resolves macros such as %GLOBAL_BATCH_SIZE.
+    v = gin.query_parameter(name)
+    return v.scoped_configurable_fn() if hasattr(v, "selector") else v
+  total = value("train.total_steps")
+  batch = value("train.global_batch_size")
+  assert total > 0 and batch > 0
+  schedule = schedule_lib.learning_rate_schedule(total)
+  assert float(schedule(schedule.warmup_steps)) > 0
+  optimizer = gin.query_parameter("train.optimizer").scoped_configurable_fn(
+      learning_rate=schedule)
+  assert optimizer.get_config()["weight_decay_rate"] >= 0
+  # The configured model itself, at the config's size (a small vocab).
+  model = train_lib.model_lib.build_pretrainer(
+      128, value("dataset.max_seq_length"),
+      value("dataset.max_predictions_per_seq"))
+  params = model.count_params()
+  assert params > (3e8 if "bert_large" in gin_file else 5e4), params
+
+
+@pytest.mark.parametrize("gin_file", ["configs/tiny.gin",
+                                      "configs/bert_lamb.gin"])
+def test_config_runs_a_step(gin_file, data_dir, tmp_path):
+  _parse("train.total_steps = 2", "train.eval_steps = 1",
+         "train.global_batch_size = 8", gin_file=gin_file)
+  metrics = train_lib.train(model_dir=str(tmp_path), data_dir=data_dir,
+                            strategy=tf.distribute.OneDeviceStrategy("/cpu:0"))
+  assert np.isfinite(metrics["loss"])
+
+
+def test_loss_drops(data_dir, tmp_path):
+  _run(tmp_path, data_dir, "train.total_steps = 40",
+       "train.steps_per_loop = 10", "train.eval_every_steps = 40",
+       "train.checkpoint_every_steps = 40",
+       "learning_rate_schedule.peak_learning_rate = 0.05")
+  losses = _losses(tmp_path)
+  assert len(losses) == 4
+  # From ~ln(512) + ln(2) = 6.9 at random init towards the unigram entropy.
+  assert losses[-1] < losses[0] - 0.5, losses
+
+
+def test_one_device_equals_mirrored(data_dir, tmp_path):
+  _run(tmp_path / "one", data_dir, "train.deterministic = True")
+  _run(tmp_path / "two", data_dir, "train.deterministic = True",
+       strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+  _assert_same(tmp_path / "one", tmp_path / "two", rtol=1e-5)
+
+
+def test_accumulation_equals_full_batch(data_dir, tmp_path):
+  _run(tmp_path / "full", data_dir)
+  _run(tmp_path / "accum", data_dir, "train.grad_accumulation_steps = 4")
+  _assert_same(tmp_path / "full", tmp_path / "accum", rtol=1e-5)
+
+
+def test_resume_equals_uninterrupted(data_dir, tmp_path):
+  whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+  _run(whole, data_dir, "train.deterministic = True")
+  _run(resumed, data_dir, "train.deterministic = True")
+  # Crash after step 4: the step-8 checkpoint and later records never
+  # existed, so the rerun resumes from step 4.
+  for path in glob.glob(str(resumed / "ckpt-8*")):
+    os.remove(path)
+  tf.compat.v1.train.update_checkpoint_state(str(resumed),
+                                             str(resumed / "ckpt-4"))
+  with open(resumed / "metrics.jsonl") as f:
+    kept = [line for line in f if json.loads(line)["step"] <= 4]
+  with open(resumed / "metrics.jsonl", "w") as f:
+    f.writelines(kept)
+  _run(resumed, data_dir, "train.deterministic = True")
+  _assert_same(whole, resumed, rtol=0)
+
+
+def test_schedule_values():
+  s = schedule_lib.WarmupPolynomialDecay(
+      peak_learning_rate=1.0, total_steps=110, warmup_steps=10)
+  got = [float(s(t)) for t in (0, 4, 9, 10, 60, 110, 200)]
+  np.testing.assert_allclose(got, [0.1, 0.5, 1.0, 1.0, 0.5, 0.0, 0.0],
+                             atol=1e-6)
+  poly = schedule_lib.learning_rate_schedule(
+      100, peak_learning_rate=2.0, warmup_fraction=0.2, decay_power=2.0,
+      end_learning_rate=0.5)
+  assert poly.warmup_steps == 20
+  np.testing.assert_allclose(float(poly(60)), 0.5 + 1.5 * 0.25, rtol=1e-6)
+  with pytest.raises(ValueError, match="warmup_steps"):
+    schedule_lib.learning_rate_schedule(10, peak_learning_rate=1.0,
+                                        warmup_steps=1, warmup_fraction=0.1)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _cli(*args, env=None, timeout=300):
+  return subprocess.run(
+      [sys.executable, "-m", "trainer.main", *args], cwd=ROOT, env={
+          **os.environ, **(env or {})}, capture_output=True, text=True,
+      timeout=timeout)
+
+
+def _cli_args(model_dir, data_dir, *bindings):
+  args = [f"--gin_file={os.path.join(ROOT, 'configs/tiny.gin')}",
+          f"--model_dir={model_dir}", f"--data_dir={data_dir}"]
+  return args + [f"--gin_bindings={b}" for b in TINY_DATA + list(bindings)]
+
+
+def test_multi_worker_matches_single_process(data_dir, tmp_path):
+  ports = [_free_port(), _free_port()]
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "trainer.main",
+       *_cli_args(tmp_path / "mw", data_dir)],
+      cwd=ROOT, env={**os.environ, "TF_CONFIG": json.dumps(
+          {"cluster": cluster, "task": {"type": "worker", "index": i}})},
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  outs = [p.communicate(timeout=300)[0] for p in procs]
+  assert all(p.returncode == 0 for p in procs), outs
+  assert "2 replica(s)" in outs[0]
+  _run(tmp_path / "single", data_dir,
+       strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+  _assert_same(tmp_path / "mw", tmp_path / "single", rtol=1e-5)
+
+
+@pytest.mark.parametrize("bindings,message", [
+    (["train.no_such_arg = 1"], "no_such_arg"),
+    (["NoSuchThing.x = 1"], "NoSuchThing"),
+    (["train.global_batch_size = 0"], "global_batch_size"),
+    (["train.global_batch_size = 6", "train.grad_accumulation_steps = 4"],
+     "not divisible"),
+    (["train.total_steps = -5"], "total_steps"),
+])
+def test_bad_config_is_named(bindings, message, data_dir, tmp_path):
+  with pytest.raises(ValueError, match=message):
+    _run(tmp_path, data_dir, *bindings)
+  assert not os.path.exists(tmp_path / "checkpoint")
+
+
+def test_cli_errors_are_one_line(data_dir, tmp_path):
+  bad = tmp_path / "bad.gin"
+  bad.write_text("train.total_steps = = 3\n")
+  for args, message in [
+      (_cli_args(tmp_path, data_dir, "train.total_steps = -5"), "total_steps"),
+      (["--gin_file=" + str(bad)], "bad.gin"),
+      (["--gin_file=configs/nope.gin"], "nope.gin"),
+      (["--gin_file=configs/tiny.gin", "--strategy=warp"], "warp"),
+      (["--gin_file=configs/tiny.gin", "--tpu=grpc://127.0.0.1:1",
+        "--tpu_timeout=3"], "cannot reach TPU"),
+  ]:
+    result = _cli(*args)
+    assert result.returncode == 1, (args, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [l for l in result.stderr.splitlines() if message in l]
+    assert len(errors) == 1, (args, result.stderr)
+
+
+def test_unwritable_model_dir(data_dir, tmp_path):
+  locked = tmp_path / "locked"
+  locked.mkdir()
+  locked.chmod(0o500)
+  if os.access(locked / "x", os.W_OK) or os.geteuid() == 0:
+    # root ignores permission bits: use a path below a regular file instead.
+    (tmp_path / "file").write_text("")
+    locked = tmp_path / "file" / "run"
+  result = _cli(*_cli_args(locked, data_dir))
+  assert result.returncode == 1
+  assert "not writable" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_mismatched_checkpoint_is_left_untouched(data_dir, tmp_path):
+  _run(tmp_path, data_dir, "train.total_steps = 4")
+  before = {p: os.path.getmtime(p) for p in glob.glob(str(tmp_path / "*"))}
+  result = _cli(*_cli_args(tmp_path, data_dir, "BertEncoder.hidden_size = 32",
+                           "train.total_steps = 8"))
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  assert "shape" in result.stderr.lower(), result.stderr
+  after = {p: os.path.getmtime(p) for p in glob.glob(str(tmp_path / "*"))}
+  assert before == after

@@ -1,0 +1,119 @@
+"""BERT for pretraining, from tf-models-official, and its loss.
+
+The network is the Model Garden's `BertEncoderV2` (gin name `BertEncoder`, so
+model size is set with its own argument names: `BertEncoder.num_layers`,
+`.hidden_size`, `.num_attention_heads`, `.inner_dim`, `.output_dropout`,
+`.attention_dropout`, `.max_sequence_length`) inside `BertPretrainerV2` with a
+masked-LM head tied to the word embeddings and a next-sentence head, as in
+`official/nlp/tasks/masked_lm.py`.
+"""
+
+import gin
+import tensorflow as tf
+import tf_keras
+from official.modeling import tf_utils
+from official.nlp.modeling import layers
+from official.nlp.modeling import models
+from official.nlp.modeling import networks
+
+BertEncoder = gin.external_configurable(
+    networks.BertEncoderV2, "BertEncoder", module="tfm")
+
+# Sums a step reduces across micro-batches and replicas; ratios of them give
+# the losses and accuracies of the whole global batch, whatever its split.
+METRIC_SUMS = ("mlm_loss_sum", "mlm_weight_sum", "mlm_correct_sum",
+               "nsp_loss_sum", "nsp_correct_sum", "num_examples")
+
+
+def build_pretrainer(vocab_size, max_seq_length, max_predictions_per_seq):
+  """Builds BertPretrainerV2 (MLM + next-sentence heads) for `vocab_size`.
+
+  Args:
+    vocab_size: rows of the word embedding table (from the dataset's vocab).
+    max_seq_length: longest input the data holds; checked against the
+      encoder's position table (`BertEncoder.max_sequence_length`).
+    max_predictions_per_seq: masked positions per example.
+
+  Returns:
+    A `tf_keras.Model` mapping the Model Garden feature dict to a dict with
+    `mlm_logits` [batch, predictions, vocab] and `next_sentence` [batch, 2].
+  """
+  encoder = BertEncoder(vocab_size=vocab_size)
+  positions = encoder.get_config()["max_sequence_length"]
+  if max_seq_length > positions:
+    raise ValueError(
+        f"data max_seq_length={max_seq_length} exceeds the model's position "
+        f"table BertEncoder.max_sequence_length={positions}")
+  cfg = encoder.get_config()
+  initializer = tf_keras.initializers.TruncatedNormal(stddev=0.02)
+  nsp_head = layers.ClassificationHead(
+      inner_dim=cfg["hidden_size"], num_classes=2,
+      dropout_rate=cfg["output_dropout"], initializer=initializer,
+      name="next_sentence")
+  pretrainer = models.BertPretrainerV2(
+      encoder_network=encoder,
+      mlm_activation=tf_utils.get_activation("gelu"),
+      mlm_initializer=initializer,
+      classification_heads=[nsp_head])
+  # Build every layer now (the MLM head is built lazily on first call), so
+  # that the variables are complete before the optimizer sees them.
+  ids = tf.zeros([1, max_seq_length], tf.int32)
+  pretrainer(dict(input_word_ids=ids, input_mask=ids, input_type_ids=ids,
+                  masked_lm_positions=tf.zeros([1, max_predictions_per_seq],
+                                               tf.int32)))
+  return pretrainer
+
+
+def trained_variables(pretrainer):
+  """The variables pretraining updates: all trainable ones but the encoder's
+  pooler, which BertPretrainerV2 does not use (the next-sentence head pools
+  the [CLS] token itself), so it gets no gradient and no weight decay."""
+  pooler = {id(v) for v in pretrainer.encoder_network.pooler_layer.weights}
+  return [v for v in pretrainer.trainable_variables if id(v) not in pooler]
+
+
+def metric_sums(batch, outputs):
+  """Unnormalized losses and counts of one (micro-)batch.
+
+  Args:
+    batch: the data feature dict (`masked_lm_ids` [B, P], `masked_lm_weights`
+      [B, P], `next_sentence_labels` [B] or [B, 1]).
+    outputs: the pretrainer's output dict.
+
+  Returns:
+    A dict of float32 scalars keyed by `METRIC_SUMS`.
+  """
+  mlm_logits = tf.cast(outputs["mlm_logits"], tf.float32)
+  mlm_ids = batch["masked_lm_ids"]
+  weights = tf.cast(batch["masked_lm_weights"], tf.float32)
+  mlm_losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=mlm_ids, logits=mlm_logits)
+  mlm_hits = tf.cast(
+      tf.equal(tf.argmax(mlm_logits, -1, output_type=mlm_ids.dtype), mlm_ids),
+      tf.float32)
+  nsp_logits = tf.cast(outputs["next_sentence"], tf.float32)
+  nsp_labels = tf.reshape(batch["next_sentence_labels"], [-1])
+  nsp_losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=nsp_labels, logits=nsp_logits)
+  nsp_hits = tf.cast(
+      tf.equal(tf.argmax(nsp_logits, -1, output_type=nsp_labels.dtype),
+               nsp_labels), tf.float32)
+  return dict(
+      mlm_loss_sum=tf.reduce_sum(mlm_losses * weights),
+      mlm_weight_sum=tf.reduce_sum(weights),
+      mlm_correct_sum=tf.reduce_sum(mlm_hits * weights),
+      nsp_loss_sum=tf.reduce_sum(nsp_losses),
+      nsp_correct_sum=tf.reduce_sum(nsp_hits),
+      num_examples=tf.cast(tf.size(nsp_labels), tf.float32))
+
+
+def summarize(sums):
+  """Turns reduced `METRIC_SUMS` (numpy or tensors) into reported metrics."""
+  mlm_w = max(float(sums["mlm_weight_sum"]), 1e-12)
+  n = max(float(sums["num_examples"]), 1e-12)
+  mlm_loss = float(sums["mlm_loss_sum"]) / mlm_w
+  nsp_loss = float(sums["nsp_loss_sum"]) / n
+  return dict(loss=mlm_loss + nsp_loss, mlm_loss=mlm_loss,
+              mlm_accuracy=float(sums["mlm_correct_sum"]) / mlm_w,
+              nsp_loss=nsp_loss,
+              nsp_accuracy=float(sums["nsp_correct_sum"]) / n)

@@ -1,0 +1,408 @@
+"""BERT pretraining with LAMB under any `tf.distribute` strategy.
+
+One optimizer step sees `global_batch_size` examples: each replica gets
+`global_batch_size / num_replicas` of them in one batch from the input
+pipeline, splits it into `grad_accumulation_steps` micro-batches, and sums
+their gradients; then the replicas' gradients are all-reduced once, clipped,
+checked for NaN/Inf and applied. `steps_per_loop` such steps run inside one
+`tf.function` call (the TPU host-loop pattern) between logging boundaries.
+
+Checkpoint contents and restore order: `tf.train.Checkpoint(model, optimizer,
+step, train_iterator)`. On start the latest checkpoint in `model_dir` is
+restored: model weights and the input iterator's position at once, the
+optimizer's iterations and hyperparameters at once, and its `m`/`v` slots when
+the first step creates them (TensorFlow's deferred restoration), so the first
+resumed step uses the saved moments. Without a checkpoint in `model_dir`,
+`init_checkpoint` warm-starts the model weights only (fresh optimizer,
+schedule and data position), as phase 2 of the paper's recipe does.
+"""
+
+import os
+import tempfile
+import time
+
+import gin
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+import data
+from lamb import LAMB
+from trainer import distribute
+from trainer import model as model_lib
+from trainer import reporting
+from trainer import schedule as schedule_lib
+
+gin.external_configurable(LAMB, "LAMB", module="lamb")
+
+
+class TrainingError(RuntimeError):
+  """A run that cannot go on (e.g. too many non-finite steps in a row)."""
+
+
+@gin.configurable(module="trainer")
+def dataset(corpus="embedded", vocab_size=8192, vocab_file=None,
+            max_seq_length=128, max_predictions_per_seq=20,
+            masking="dynamic"):
+  """What the model is trained on: keyword arguments for the `data` package.
+
+  Args:
+    corpus: "embedded" (built offline), a glob of text files, or "tfds:NAME".
+    vocab_size: WordPiece vocabulary size learned from the corpus.
+    vocab_file: a user vocab.txt instead of learning one.
+    max_seq_length: tokens per example (128 phase 1, 512 phase 2).
+    max_predictions_per_seq: masked positions per example (20 at 128, 80 at
+      512: 15% of the tokens, as in BERT).
+    masking: "dynamic" (new masks every epoch) or "static".
+  """
+  return dict(corpus=corpus, vocab_size=vocab_size, vocab_file=vocab_file,
+              max_seq_length=max_seq_length,
+              max_predictions_per_seq=max_predictions_per_seq,
+              masking=masking)
+
+
+def _check_positive(**values):
+  for name, value in values.items():
+    if value is None or value <= 0:
+      raise ValueError(f"train.{name} must be > 0, got {value}")
+
+
+def _writable_dir(path):
+  """Creates `path` and proves it writable, before anything is trained."""
+  try:
+    tf.io.gfile.makedirs(path)
+    probe = os.path.join(path, ".write_test")
+    with tf.io.gfile.GFile(probe, "w") as f:
+      f.write("ok")
+    tf.io.gfile.remove(probe)
+  except (tf.errors.OpError, OSError) as e:
+    raise PermissionError(f"model_dir {path} is not writable: "
+                          f"{str(e).splitlines()[0]}") from None
+
+
+@gin.configurable(module="trainer", denylist=["model_dir", "data_dir",
+                                              "strategy"])
+def train(model_dir, data_dir=None, strategy=None, *,
+          total_steps=gin.REQUIRED, global_batch_size=gin.REQUIRED,
+          grad_accumulation_steps=1, steps_per_loop=100,
+          checkpoint_every_steps=1000, keep_checkpoints=3,
+          eval_every_steps=1000, eval_steps=50, seed=0, init_checkpoint=None,
+          optimizer=LAMB, clip_global_norm=None, jit_compile=False,
+          mixed_precision=None, deterministic=False,
+          max_consecutive_skips=10):
+  """Pretrains BERT and returns the final eval metrics.
+
+  Args:
+    model_dir: where checkpoints, summaries and metrics.jsonl go; a run
+      resumes from the latest checkpoint found here.
+    data_dir: where the dataset is built (once) and read.
+    strategy: a `tf.distribute.Strategy` (default: the current one).
+    total_steps: optimizer steps to train.
+    global_batch_size: examples per optimizer step, over all replicas and
+      micro-batches.
+    grad_accumulation_steps: micro-batches summed into one optimizer step.
+    steps_per_loop: optimizer steps per `tf.function` call (and per log line).
+    checkpoint_every_steps: save period, in steps (also saved at the end).
+    keep_checkpoints: how many recent checkpoints to keep.
+    eval_every_steps: eval period, in steps (also evaluated at the end).
+    eval_steps: most eval batches per evaluation.
+    seed: seeds weight init, data order, masking and dropout.
+    init_checkpoint: checkpoint (or directory) whose model weights start a
+      fresh run, e.g. phase 1's for phase 2.
+    optimizer: optimizer class, called with `learning_rate=<schedule>`;
+      `@LAMB` (configured with `LAMB.<arg>`) or any tf_keras legacy optimizer.
+    clip_global_norm: clip the aggregated gradient to this global norm.
+    jit_compile: XLA-compile the forward and backward pass.
+    mixed_precision: None, "bfloat16" (TPU) or "float16" (GPU; dynamic loss
+      scaling).
+    deterministic: make ops deterministic so that a resumed run equals an
+      uninterrupted one bit for bit on CPU.
+    max_consecutive_skips: stop after this many non-finite steps in a row.
+
+  Returns:
+    A dict of the final evaluation's metrics.
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  _check_positive(total_steps=total_steps, global_batch_size=global_batch_size,
+                  grad_accumulation_steps=grad_accumulation_steps,
+                  steps_per_loop=steps_per_loop,
+                  checkpoint_every_steps=checkpoint_every_steps,
+                  keep_checkpoints=keep_checkpoints,
+                  eval_every_steps=eval_every_steps, eval_steps=eval_steps)
+  replicas = strategy.num_replicas_in_sync
+  if global_batch_size % (replicas * grad_accumulation_steps):
+    raise ValueError(
+        f"train.global_batch_size={global_batch_size} is not divisible by "
+        f"{replicas} replicas x {grad_accumulation_steps} accumulation steps")
+  if mixed_precision not in (None, "bfloat16", "float16"):
+    raise ValueError(f"train.mixed_precision must be None, 'bfloat16' or "
+                     f"'float16', got {mixed_precision!r}")
+  chief = distribute.is_chief(strategy)
+  # Non-chief workers write their (required) share of a checkpoint to a
+  # scratch directory, which is thrown away.
+  ckpt_dir = model_dir if chief else os.path.join(
+      tempfile.gettempdir(), f"worker{distribute.worker_index(strategy)}_ckpt")
+  _writable_dir(ckpt_dir)
+
+  if deterministic:
+    tf.config.experimental.enable_op_determinism()
+  tf_keras.utils.set_random_seed(seed)
+  # Dropout draws from a tf.random.Generator whose state is a variable that
+  # the checkpoint saves, so a resumed run continues the same random stream.
+  tf_keras.backend.experimental.enable_tf_random_generator()
+  tf_keras.mixed_precision.set_global_policy(
+      {None: "float32", "bfloat16": "mixed_bfloat16",
+       "float16": "mixed_float16"}[mixed_precision])
+
+  data_kwargs = dataset()
+  info = data.prepare_dataset(data_dir, seed=seed, **{
+      k: data_kwargs[k] for k in ("corpus", "vocab_size", "vocab_file",
+                                  "max_seq_length")})
+  micro_batch = global_batch_size // grad_accumulation_steps
+  eval_batches = min(eval_steps,
+                     info.num_examples["validation"] // micro_batch)
+  if eval_batches < 1:
+    raise ValueError(
+        f"the validation split has {info.num_examples['validation']} "
+        f"examples, fewer than one eval batch of {micro_batch}")
+
+  # Each host reads its own shard into a plain tf.data iterator holding the
+  # batches of its local replicas, [local_replicas, per_replica_batch, ...];
+  # unlike `distribute_datasets_from_function`'s iterators it can be saved in
+  # a checkpoint, so a resumed run reads exactly the batches it would have.
+  local_replicas = len(strategy.extended.worker_devices)
+  context = distribute.input_context(strategy)
+
+  def make_dataset(split, batch_size):
+    return data.build_dataset(
+        context, data_dir=data_dir, split=split, global_batch_size=batch_size,
+        seed=seed, shuffle=(split == "train"), repeat=True,
+        **data_kwargs).batch(local_replicas, drop_remainder=True)
+
+  def to_replicas(host_batch):
+    return strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.nest.map_structure(
+            lambda x: x[ctx.replica_id_in_sync_group % local_replicas],
+            host_batch))
+
+  train_data = make_dataset("train", global_batch_size)
+  eval_data = make_dataset("validation", micro_batch)
+
+  with strategy.scope():
+    model = model_lib.build_pretrainer(
+        info.vocab_size, data_kwargs["max_seq_length"],
+        data_kwargs["max_predictions_per_seq"])
+    lr_schedule = schedule_lib.learning_rate_schedule(total_steps)
+    opt = optimizer(learning_rate=lr_schedule)
+    if mixed_precision == "float16":
+      opt = tf_keras.mixed_precision.LossScaleOptimizer(opt)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False,
+                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+    consecutive_skips = tf.Variable(
+        0, dtype=tf.int64, trainable=False,
+        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+  variables = model_lib.trained_variables(model)
+  train_iter = iter(train_data)
+  # The chief's checkpoint holds its input position; other hosts keep theirs
+  # in model_dir/input_worker<i>, saved under the same checkpoint numbers.
+  worker = distribute.worker_index(strategy)
+  ckpt = tf.train.Checkpoint(model=model, optimizer=opt, step=step)
+  if worker == 0:
+    ckpt.train_iterator = train_iter
+  managers = [tf.train.CheckpointManager(ckpt, ckpt_dir,
+                                         max_to_keep=keep_checkpoints)]
+  if worker > 0:
+    managers.append(tf.train.CheckpointManager(
+        tf.train.Checkpoint(train_iterator=train_iter),
+        os.path.join(model_dir, f"input_worker{worker}"),
+        max_to_keep=keep_checkpoints))
+  manager = managers[0]
+  latest = tf.train.latest_checkpoint(model_dir)
+  if latest:
+    ckpt.restore(latest).expect_partial()
+    if worker > 0:
+      managers[1].checkpoint.restore(
+          os.path.join(model_dir, f"input_worker{worker}",
+                       os.path.basename(latest))).expect_partial()
+    print(f"resumed from {latest} at step {int(step.numpy())}", flush=True)
+  elif init_checkpoint:
+    path = (tf.train.latest_checkpoint(init_checkpoint)
+            if tf.io.gfile.isdir(init_checkpoint) else init_checkpoint)
+    if not path:
+      raise FileNotFoundError(f"train.init_checkpoint {init_checkpoint} "
+                              f"holds no checkpoint")
+    tf.train.Checkpoint(model=model).restore(path).expect_partial()
+    print(f"warm-started model weights from {path}", flush=True)
+  # Created only now, so that a run that fails to start leaves no trace.
+  reporter = reporting.Reporter(model_dir, total_steps, chief)
+
+  # Normalizers of the global batch's loss, known before the backward pass:
+  # the MLM loss is averaged over all masked positions of the global batch
+  # and NSP over its examples. Each replica divides its (micro-)batch sums by
+  # these global counts, so the SUM of all replicas' and micro-batches'
+  # gradients is exactly the gradient of the global-batch loss, however the
+  # batch is split. That is why gradients are summed, not averaged, below.
+  def compute_grads(batch, mlm_denominator):
+    with tf.GradientTape() as tape:
+      outputs = model(batch, training=True)
+      sums = model_lib.metric_sums(batch, outputs)
+      loss = (sums["mlm_loss_sum"] / mlm_denominator +
+              sums["nsp_loss_sum"] / global_batch_size)
+      if mixed_precision == "float16":
+        loss = opt.get_scaled_loss(loss)
+    # Embedding gradients come as IndexedSlices; dense sums accumulate
+    # across micro-batches and all-reduce as one list.
+    grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
+    return grads, tf.stack([sums[k] for k in model_lib.METRIC_SUMS])
+
+  if jit_compile:
+    compute_grads = tf.function(compute_grads, jit_compile=True)
+
+  def apply_if(ok, grads):
+    """Applies `grads` only where `ok`: a skipped step changes nothing."""
+    def apply():
+      return opt.apply_gradients(zip(grads, variables),
+                                 experimental_aggregate_gradients=False)
+    if isinstance(opt, tf_keras.mixed_precision.LossScaleOptimizer):
+      return apply()  # Skips non-finite steps itself, adjusting the scale.
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+      return tf.cond(ok, lambda: tf.group(apply()), tf.no_op)
+
+    # MirroredStrategy cannot `merge_call` (as apply_gradients does) inside
+    # a cond branch in replica context, so the cond runs in cross-replica
+    # context, as tf_keras's LossScaleOptimizer does.
+    def cross_replica(distribution, ok, grads):
+      ok = distribution.experimental_local_results(ok)[0]
+      def apply_each():
+        return distribution.extended.call_for_each_replica(
+            lambda g: opt.apply_gradients(
+                zip(g, variables), experimental_aggregate_gradients=False),
+            args=(grads,))
+      return tf.cond(ok, lambda: tf.group(apply_each()), tf.no_op)
+    return tf.distribute.get_replica_context().merge_call(
+        cross_replica, args=(ok, grads))
+
+  def replica_step(batch):
+    ctx = tf.distribute.get_replica_context()
+    mlm_denominator = ctx.all_reduce(
+        tf.distribute.ReduceOp.SUM,
+        tf.reduce_sum(tf.cast(batch["masked_lm_weights"], tf.float32)))
+    k = grad_accumulation_steps
+    if k == 1:
+      grads, sums = compute_grads(batch, mlm_denominator)
+    else:
+      micro = tf.nest.map_structure(
+          lambda x: tf.reshape(x, [k, -1] + x.shape[1:].as_list()), batch)
+      grads = [tf.zeros_like(v) for v in variables]
+      sums = tf.zeros([len(model_lib.METRIC_SUMS)])
+      for i in tf.range(k):
+        g, s = compute_grads(tf.nest.map_structure(lambda x: x[i], micro),
+                             mlm_denominator)
+        grads = [a + b for a, b in zip(grads, g)]
+        sums += s
+    # The one cross-replica all-reduce of the step (a SUM, see above).
+    grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    if mixed_precision == "float16":
+      grads = opt.get_unscaled_gradients(grads)
+    grad_norm = tf.linalg.global_norm(grads)
+    if clip_global_norm:
+      grads, _ = tf.clip_by_global_norm(grads, clip_global_norm,
+                                        use_norm=grad_norm)
+    # The norm is computed from the all-reduced gradients, so every replica
+    # takes the same branch. A NaN/Inf loss makes the gradients non-finite.
+    ok = tf.math.is_finite(grad_norm)
+    apply_if(ok, grads)
+    return sums, grad_norm, ok
+
+  @tf.function
+  def train_loop(iterator, num_steps):
+    totals = tf.zeros([len(model_lib.METRIC_SUMS)])
+    norm_sum = tf.constant(0.0)
+    skipped = tf.constant(0, tf.int64)
+    for _ in tf.range(num_steps):
+      sums, grad_norm, ok = strategy.run(
+          replica_step, args=(to_replicas(next(iterator)),))
+      totals += strategy.reduce("SUM", sums, axis=None)
+      ok = strategy.experimental_local_results(ok)[0]
+      grad_norm = strategy.experimental_local_results(grad_norm)[0]
+      step.assign_add(1)
+      skip = 1 - tf.cast(ok, tf.int64)
+      skipped += skip
+      consecutive_skips.assign((consecutive_skips + skip) * skip)
+      norm_sum += tf.where(ok, grad_norm, 0.0)
+      if consecutive_skips >= max_consecutive_skips:
+        break
+    param_norm = tf.linalg.global_norm(variables)
+    return totals, norm_sum, skipped, param_norm
+
+  @tf.function
+  def eval_loop(iterator, num_steps):
+    def eval_step(batch):
+      outputs = model(batch, training=False)
+      sums = model_lib.metric_sums(batch, outputs)
+      return tf.stack([sums[k] for k in model_lib.METRIC_SUMS])
+    totals = tf.zeros([len(model_lib.METRIC_SUMS)])
+    for _ in tf.range(num_steps):
+      totals += strategy.reduce("SUM", strategy.run(
+          eval_step, args=(to_replicas(next(iterator)),)), axis=None)
+    return totals
+
+  def evaluate(at_step):
+    totals = eval_loop(iter(eval_data), tf.constant(eval_batches))
+    metrics = model_lib.summarize(
+        dict(zip(model_lib.METRIC_SUMS, totals.numpy())))
+    reporter.eval(at_step, metrics)
+    return metrics
+
+  current = int(step.numpy())
+  reporter.info(f"training {total_steps} steps of {global_batch_size} "
+                f"examples on {replicas} replica(s), "
+                f"{grad_accumulation_steps} micro-batch(es) per step; "
+                f"{sum(int(np.prod(v.shape)) for v in variables):,} "
+                f"parameters; vocab "
+                f"{info.vocab_size}; starting at step {current}")
+  metrics = None
+  wrote_config = False
+  while current < total_steps:
+    boundary = min(total_steps,
+                   (current // checkpoint_every_steps + 1) *
+                   checkpoint_every_steps,
+                   (current // eval_every_steps + 1) * eval_every_steps)
+    num_steps = min(steps_per_loop, boundary - current)
+    start = time.time()
+    totals, norm_sum, skipped, param_norm = train_loop(
+        train_iter, tf.constant(num_steps))
+    totals = totals.numpy()
+    seconds = time.time() - start
+    done = int(step.numpy()) - current
+    current += done
+    skipped = int(skipped)
+    loop_metrics = model_lib.summarize(
+        dict(zip(model_lib.METRIC_SUMS, totals)))
+    loop_metrics.update(
+        learning_rate=float(lr_schedule(tf.maximum(opt.iterations - 1, 0))),
+        grad_norm=float(norm_sum) / max(done - skipped, 1),
+        param_norm=float(param_norm), skipped_steps=skipped)
+    if not np.isfinite(loop_metrics["param_norm"]):
+      raise TrainingError(f"parameters became non-finite at step {current}")
+    reporter.train(current, loop_metrics, done, seconds,
+                   examples=done * global_batch_size)
+    if int(consecutive_skips.numpy()) >= max_consecutive_skips:
+      raise TrainingError(
+          f"{max_consecutive_skips} consecutive non-finite steps ending at "
+          f"step {current}; stopping, the last good checkpoint is kept "
+          f"({manager.latest_checkpoint})")
+    if chief and not wrote_config:
+      with tf.io.gfile.GFile(
+          os.path.join(model_dir, "operative_config.gin"), "w") as f:
+        f.write(gin.operative_config_str())
+      wrote_config = True
+    if current % eval_every_steps == 0 or current == total_steps:
+      metrics = evaluate(current)
+    if current % checkpoint_every_steps == 0 or current == total_steps:
+      for m in managers:
+        m.save(checkpoint_number=current)
+  if metrics is None:
+    metrics = evaluate(current)
+  reporter.close()
+  return metrics
