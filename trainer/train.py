@@ -332,8 +332,12 @@ def train(model_dir, data_dir=None, strategy=None, *,
       norm_sum += tf.where(ok, grad_norm, 0.0)
       if consecutive_skips >= max_consecutive_skips:
         break
-    param_norm = tf.linalg.global_norm(variables)
-    return totals, norm_sum, skipped, param_norm
+    norms = dict(param_norm=tf.linalg.global_norm(variables))
+    lamb = getattr(opt, "inner_optimizer", opt)
+    if hasattr(lamb, "trust_ratio_stats"):
+      norms.update({f"trust_ratio_{k}": v
+                    for k, v in lamb.trust_ratio_stats().items()})
+    return totals, norm_sum, skipped, norms
 
   @tf.function
   def eval_loop(iterator, num_steps):
@@ -370,7 +374,7 @@ def train(model_dir, data_dir=None, strategy=None, *,
                    (current // eval_every_steps + 1) * eval_every_steps)
     num_steps = min(steps_per_loop, boundary - current)
     start = time.time()
-    totals, norm_sum, skipped, param_norm = train_loop(
+    totals, norm_sum, skipped, norms = train_loop(
         train_iter, tf.constant(num_steps))
     totals = totals.numpy()
     seconds = time.time() - start
@@ -382,7 +386,7 @@ def train(model_dir, data_dir=None, strategy=None, *,
     loop_metrics.update(
         learning_rate=float(lr_schedule(tf.maximum(opt.iterations - 1, 0))),
         grad_norm=float(norm_sum) / max(done - skipped, 1),
-        param_norm=float(param_norm), skipped_steps=skipped)
+        skipped_steps=skipped, **{k: float(v) for k, v in norms.items()})
     if not np.isfinite(loop_metrics["param_norm"]):
       raise TrainingError(f"parameters became non-finite at step {current}")
     reporter.train(current, loop_metrics, done, seconds,
