@@ -11,7 +11,8 @@ from data.builder import DEFAULT_DATA_DIR
 from data.builder import PreparedDataset
 from data.builder import prepare_dataset
 from data.distributed import ReplicaIterator
+from data.export import export_tfrecords
 from data.pipeline import build_dataset
 
 __all__ = ["DEFAULT_DATA_DIR", "PreparedDataset", "ReplicaIterator",
-           "build_dataset", "prepare_dataset"]
+           "build_dataset", "export_tfrecords", "prepare_dataset"]

@@ -1,4 +1,4 @@
-"""The TFDS dataset of BERT sentence pairs, and `prepare_dataset`.
+r"""The TFDS dataset of BERT sentence pairs, and `prepare_dataset`.
 
 A data dir holds, once prepared::
 
@@ -13,10 +13,12 @@ special tokens; `pipeline.build_dataset` adds [CLS]/[SEP], pads and masks.
 
 The dataset also builds with the TFDS command line, from the repository root::
 
-  tfds build data/builder.py --config=seq128 --data_dir=~/bert_lamb_data
+  tfds build data/builder.py --config=embedded-v8192-l128 \
+      --data_dir=~/bert_lamb_data
 
-(configs ``seq128`` and ``seq512``: the embedded corpus, an 8192-token vocab,
-sequences of 128 and 512 tokens for the two phases of the BERT recipe).
+(configs ``embedded-v8192-l128`` and ``embedded-v8192-l512``: the embedded
+corpus, an 8192-token vocab and sequences of 128 or 512 tokens for the two
+phases of the BERT recipe; the same folders `prepare_dataset` makes).
 """
 
 import dataclasses
@@ -262,10 +264,10 @@ class BertPretraining(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Sentence pairs with next-sentence labels."}
-  BUILDER_CONFIGS = [
-      make_config(max_seq_length=128, name="seq128"),
-      make_config(max_seq_length=512, name="seq512"),
-  ]
+  # The defaults of `prepare_dataset` for the two phases, under the names it
+  # gives them, so `tfds build` and `prepare_dataset` make the same folders.
+  BUILDER_CONFIGS = [make_config(max_seq_length=128),
+                     make_config(max_seq_length=512)]
 
   @tfds.core.utils.classproperty
   @classmethod
@@ -458,6 +460,8 @@ def prepare_dataset(data_dir: Optional[str] = None, *,
         d.startswith("incomplete.") for d in os.listdir(parent)):
       _log(progress, f"An earlier build of {config.name} did not complete; "
            "building it again.")
+    # Corpus and vocab first: bad input fails before TFDS starts a build.
+    prepare_assets(data_dir, config, progress=progress)
     was_active = tfds.core.utils.tqdm_utils._active  # pylint: disable=protected-access
     tfds.display_progress_bar(progress)
     try:
