@@ -23,6 +23,7 @@ phases of the BERT recipe; the same folders `prepare_dataset` makes).
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -180,7 +181,7 @@ def prepare_assets(data_dir: str, config: BertPretrainingConfig, *,
       if progress:
         files = tfds.core.utils.tqdm(files, desc="Docstrings", unit=" files")
       corpus_lib.write_documents(corpus_lib.embedded_documents(files), source)
-  first = list(_take(corpus_lib.read_documents(
+  first = list(itertools.islice(corpus_lib.read_documents(
       source, tfds_data_dir=config.tfds_data_dir), 2 * VALIDATION_EVERY))
   if not first:
     raise ValueError(f"corpus {config.corpus!r} has no text")
@@ -208,11 +209,9 @@ def prepare_assets(data_dir: str, config: BertPretrainingConfig, *,
   return Assets(source, vocab_file, True)
 
 
-def _take(iterable, n):
-  for i, item in enumerate(iterable):
-    if i >= n:
-      return
-    yield item
+def _progress_bars_shown() -> bool:
+  """Whether TFDS shows progress bars (it has no public getter)."""
+  return tfds.core.utils.tqdm_utils._active  # pylint: disable=protected-access
 
 
 def _log(enabled: bool, message: str) -> None:
@@ -236,7 +235,8 @@ def tokenize_documents(documents: Sequence[corpus_lib.Document],
   sentences = [s for doc in documents for s in doc]
   ids = []
   for start in range(0, len(sentences), batch_size):
-    ragged = tokenizer.tokenize(tf.constant(sentences[start:start + batch_size]))
+    batch = sentences[start:start + batch_size]
+    ragged = tokenizer.tokenize(tf.constant(batch))
     flat = ragged.flat_values.numpy().astype(np.int32)
     ids += np.split(flat, ragged.row_splits.numpy()[1:-1])
   result, start = [], 0
@@ -285,7 +285,7 @@ class BertPretraining(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing is downloaded.
     assets = prepare_assets(os.fspath(self.data_dir_root), self.builder_config,
-                            progress=tfds.core.utils.tqdm_utils._active)  # pylint: disable=protected-access
+                            progress=_progress_bars_shown())
     return {
         "train": self._generate_examples(assets, "train"),
         "validation": self._generate_examples(assets, "validation"),
@@ -462,12 +462,12 @@ def prepare_dataset(data_dir: Optional[str] = None, *,
            "building it again.")
     # Corpus and vocab first: bad input fails before TFDS starts a build.
     prepare_assets(data_dir, config, progress=progress)
-    was_active = tfds.core.utils.tqdm_utils._active  # pylint: disable=protected-access
+    shown = _progress_bars_shown()
     tfds.display_progress_bar(progress)
     try:
       BertPretraining(config=config, data_dir=data_dir).download_and_prepare()
     finally:
-      tfds.display_progress_bar(was_active)
+      tfds.display_progress_bar(shown)
   return _read_prepared(data_dir, config)
 
 

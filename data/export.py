@@ -29,7 +29,8 @@ def _floats(values: np.ndarray) -> tf.train.Feature:
   return tf.train.Feature(float_list=tf.train.FloatList(value=values.tolist()))
 
 
-def export_tfrecords(path: str, *, data_dir: Optional[str], split: str = "train",
+def export_tfrecords(path: str, *, data_dir: Optional[str],
+                     split: str = "train",
                      corpus: str = corpus_lib.EMBEDDED, vocab_size: int = 8192,
                      vocab_file: Optional[str] = None,
                      max_seq_length: int = 128,

@@ -9,6 +9,8 @@ tensorflow-text's ops, pad to the Model Garden's features, prefetch.
 Every random choice comes from the seed, the example id and the position in
 the stream, so the same seed gives the same batches and an iterator saved in a
 `tf.train.Checkpoint` resumes with exactly the batches that would have come.
+(The shuffle takes `seed` as its op seed, which TF combines with the global
+seed when `tf.random.set_seed` was called: set both alike to compare runs.)
 """
 
 import functools
@@ -60,7 +62,8 @@ def read_examples(prepared: builder_lib.PreparedDataset, split: str,
     pipeline_id = input_context.input_pipeline_id
   if num_pipelines > prepared.num_examples[split]:
     raise ValueError(f"split {split!r} has {prepared.num_examples[split]} "
-                     f"examples, fewer than the {num_pipelines} input pipelines")
+                     f"examples, fewer than the {num_pipelines} input "
+                     "pipelines")
   start, end = shard_range(prepared.num_examples[split], num_pipelines,
                            pipeline_id)
   # Only the record files overlapping [start, end) are opened. TFDS permuted
