@@ -7,15 +7,15 @@ Training BERT in 76 minutes", ICLR 2020, https://arxiv.org/abs/1904.00962.
 weight layout and default numerics of `official.modeling.optimization.lamb.
 LAMB`, so checkpoints and configs move between the two in both directions.
 It differs where that optimizer is wrong (config round trip, argument checks,
-`epsilon=0.0`, bfloat16 variables) and in speed: by default every step of all
-variables runs as one XLA-compiled computation.
+`epsilon=0.0`, bfloat16 variables) and in speed: float32 and float64
+variables take a fused update of three passes over memory (see `LAMB`).
 """
 
 import functools
 import math
 import numbers
 import re
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import tensorflow as tf
 import tf_keras
@@ -29,11 +29,14 @@ FloatLike = Union[float, tf.Tensor]
 # squared gradients underflow in float16.
 _LOW_PRECISION = (tf.float16, tf.bfloat16)
 
-# Strategies whose variables of one replica all live on that replica's
-# device, so one fused computation per device can update all of them.
-_FUSABLE_STRATEGIES = (tf.distribute.MirroredStrategy,
-                       tf.distribute.MultiWorkerMirroredStrategy,
-                       tf.distribute.OneDeviceStrategy)
+# The fused update uses TensorFlow's ApplyAdam kernel, which needs the
+# variable and its moments in one dtype.
+_FUSED_DTYPES = (tf.float32, tf.float64)
+
+# Longest row for which `_sum_of_squares` uses a matrix-vector product: XLA's
+# CPU backend fuses elementwise producers into a GEMV only when the vector is
+# small (16 KiB).
+_MAX_GEMV_ROW = 4096
 
 
 def _compute_dtype(dtype):
@@ -68,6 +71,103 @@ def _check_number(arg_name, value, low=0.0, high=None, high_open=False):
     raise ValueError(f"{arg_name} must be >= {low}{upper}, got {value}.")
 
 
+def trust_ratio(w_norm, u_norm, bounds=None):
+  """The LAMB trust ratio ||w|| / ||u||: 1 unless both norms are positive.
+
+  Args:
+    w_norm: scalar, L2 norm of the variable before the step.
+    u_norm: scalar, L2 norm of the update direction (decay included).
+    bounds: optional (lo, hi) clipping the ratio where both norms are
+      positive (DeepSpeed's `min_coeff`, `max_coeff`).
+
+  Returns:
+    A scalar of the dtype of `w_norm`.
+  """
+  both_positive = tf.logical_and(w_norm > 0, u_norm > 0)
+  # The inner where keeps 0/0 out of the result (and of any gradient).
+  ratio = w_norm / tf.where(both_positive, u_norm, tf.ones_like(u_norm))
+  if bounds is not None:
+    ratio = tf.clip_by_value(ratio, *bounds)
+  return tf.where(both_positive, ratio, tf.ones_like(ratio))
+
+
+def _sum_of_squares(x, use_gemv):
+  """sum(x * x) over all elements of `x`, as a scalar.
+
+  On CPU, `tf.reduce_sum(x * x)` compiles to a squaring pass into a
+  full-size buffer and a separate tree reduction. Written as a matrix-vector
+  product of the rows of x * x with ones, XLA fuses the computation of `x`
+  into its vectorized GEMV: one read pass and no temporary. GPU and TPU
+  backends fuse a plain reduction well on their own.
+
+  Args:
+    x: a tensor of any shape.
+    use_gemv: whether to use the GEMV form (for CPU).
+  """
+  row = x.shape[-1] if x.shape.rank else 0
+  if use_gemv and x.shape.rank >= 2 and 32 <= row <= _MAX_GEMV_ROW:
+    rows = tf.reshape(x * x, [-1, row])
+    return tf.reduce_sum(tf.linalg.matvec(rows, tf.ones([row], x.dtype)))
+  return tf.reduce_sum(x * x)
+
+
+def _ratio_and_decayed(w, m, v, grad, lr, beta_1, beta_2, step_size,
+                       epsilon_hat, weight_decay_rate, *, use_decay,
+                       use_adapt, bounds, use_gemv):
+  """Trust ratio and decayed weights of one variable; writes nothing.
+
+  The first pass of the fused update. The moments are recomputed here in the
+  form of TensorFlow's ApplyAdam kernel, which writes them afterwards, so that
+  the ratio is that of the update the kernel applies.
+
+  Args:
+    w: the variable's value, shape [*S].
+    m: first moment before the step, shape [*S].
+    v: second moment before the step, shape [*S].
+    grad: dense gradient, shape [*S].
+    lr: scalar learning rate of the step.
+    beta_1: scalar.
+    beta_2: scalar.
+    step_size: scalar sqrt(1 - beta_2^t) / (1 - beta_1^t).
+    epsilon_hat: scalar epsilon * sqrt(1 - beta_2^t).
+    weight_decay_rate: scalar.
+    use_decay: whether the decay term applies to this variable.
+    use_adapt: whether the trust ratio applies to this variable.
+    bounds: `trust_ratio_bounds`.
+    use_gemv: see `_sum_of_squares`.
+
+  Returns:
+    (scalar trust ratio, w - lr * ratio * weight_decay_rate * w or None).
+  """
+  ratio = tf.ones([], w.dtype)
+  if use_adapt:
+    m_t = m + (grad - m) * (1 - beta_1)
+    v_t = v + (grad * grad - v) * (1 - beta_2)
+    update = step_size * m_t / (tf.sqrt(v_t) + epsilon_hat)
+    if use_decay:
+      update += weight_decay_rate * w
+    ratio = trust_ratio(tf.sqrt(_sum_of_squares(w, use_gemv)),
+                        tf.sqrt(_sum_of_squares(update, use_gemv)), bounds)
+  decayed = None
+  if use_decay:
+    # Subtracted rather than multiplied by (1 - lr * ratio * wd): that factor
+    # rounds to one float for the whole tensor and would bias the decay.
+    decayed = w - (lr * ratio * weight_decay_rate) * w
+  return ratio, decayed
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_ratio_and_decayed(**options):
+  """`_ratio_and_decayed` compiled with XLA, one function per option set.
+
+  Separate functions, rather than one retraced per option set, keep
+  tf.function from warning about retracing; each still traces once per
+  variable shape and dtype.
+  """
+  return tf.function(functools.partial(_ratio_and_decayed, **options),
+                     jit_compile=True, autograph=False)
+
+
 @tf_keras.utils.register_keras_serializable(package="lamb")
 class LAMB(tf_keras.optimizers.legacy.Optimizer):
   r"""Layer-wise Adaptive Moments optimizer (LAMB, Algorithm 2 of [1]).
@@ -94,10 +194,11 @@ class LAMB(tf_keras.optimizers.legacy.Optimizer):
   * `lr_t` is `learning_rate`, or `learning_rate(iterations)` for a
     `LearningRateSchedule`, divided by `1 + decay * iterations` when the
     legacy `decay` keyword is set.
-  * Sparse gradients (`tf.IndexedSlices`, e.g. of embeddings) give the same
-    result as their dense equivalent: the moments of rows without gradient
-    still decay, and the norms cover the whole variable, as in tf-models-
-    official.
+  * Sparse gradients (`tf.IndexedSlices`, e.g. of embeddings) are summed
+    over duplicate indices and applied as the dense gradient that is zero
+    elsewhere: the moments of rows without gradient still decay and the norms
+    cover the whole variable, exactly as tf-models-official's
+    decay-then-scatter update.
   * float16 and bfloat16 variables keep float32 moments, and the step is
     computed in float32 and rounded once when written back.
 
@@ -116,11 +217,26 @@ class LAMB(tf_keras.optimizers.legacy.Optimizer):
     loss scale and of summing versus averaging gradients over replicas.
   * `bias_correction=False`: `m^_t = m_t`, `v^_t = v_t`, as in ALBERT's LAMB
     (google-research/albert `lamb_optimizer.py`) and BERT's AdamWeightDecay.
-  * `fused=True` (the default) updates all variables of a device in one
-    `tf.function(jit_compile=True)`, which XLA fuses into a few passes over
-    memory; sparse gradients are made dense inside it, which gives the same
-    values. `fused=False` runs tf-models-official's per-variable ops instead,
-    for platforms without XLA. Both paths share one update function.
+
+  Fused update (`fused=True`, the default, for float32 and float64
+  variables). With `s = sqrt(1 - beta_2^t) / (1 - beta_1^t)` and
+  `epsilon^ = epsilon * sqrt(1 - beta_2^t)`, the step above is
+
+      m_t = m_{t-1} + (1 - beta_1) * (g - m_{t-1})     # same value
+      r_t = s * m_t / (sqrt(v_t) + epsilon^)           # same value
+      w <- [w - lr_t * ratio_t * weight_decay_rate * w] - lr_t * ratio_t * r_t
+
+  and runs per variable as (1) one XLA-compiled pass that reads g, m, v and w
+  and returns ratio_t and the bracket (the moments are recomputed, nothing
+  full-size besides the bracket is written), then (2) TensorFlow's in-place
+  ApplyAdam kernel with learning rate `lr_t * ratio_t`, which writes m, v
+  and w in a single pass. tf-models-official's ops make a dozen passes with
+  as many full-size temporaries. Results agree with the reference path to
+  float32 rounding (both are as far from a float64 computation). The fused
+  update works eagerly, in `tf.function`, in legacy graph mode, under
+  `tf.distribute` strategies (each replica updates its own copy) and inside
+  computations that are XLA-compiled as a whole (TPU); `fused=False`, and
+  16-bit variables, run tf-models-official's sequence of ops instead.
 
   The trust ratios of the last step are kept for logging: see
   `trust_ratios()` and `trust_ratio_stats()`; they are not part of the
@@ -129,6 +245,10 @@ class LAMB(tf_keras.optimizers.legacy.Optimizer):
   [1] Y. You et al., "Large Batch Optimization for Deep Learning: Training
   BERT in 76 minutes", ICLR 2020, https://arxiv.org/abs/1904.00962.
   """
+
+  # Subclasses of the legacy optimizer must opt in to receiving
+  # `experimental_aggregate_gradients` from Keras.
+  _HAS_AGGREGATE_GRAD = True
 
   def __init__(self,
                learning_rate: Union[FloatLike, Callable] = 0.001,
@@ -168,8 +288,8 @@ class LAMB(tf_keras.optimizers.legacy.Optimizer):
         L2 norm first (NVLAMB).
       bias_correction: divide the moments by `1 - beta^t` (True, as
         tf-models-official and [1]); False as in ALBERT.
-      fused: update all variables of a device in one XLA computation (True)
-        or variable by variable (False, needs no XLA). Same values.
+      fused: use the fused update for float32/float64 variables (True), or
+        tf-models-official's per-variable ops (False, needs no XLA).
       **kwargs: `clipnorm`, `clipvalue`, `global_clipnorm`, `lr` (alias of
         `learning_rate`), `decay` (inverse-time learning-rate decay).
 
@@ -223,7 +343,6 @@ class LAMB(tf_keras.optimizers.legacy.Optimizer):
     # not an AutoTrackable).
     self._trust_ratio_vars = {}
     self._trust_ratio_names = {}
-    self._fused_step = tf.function(self._fused_step_fn, jit_compile=True)
 
   # ---------------------------------------------------------------------------
   # Variables.
@@ -257,7 +376,7 @@ class LAMB(tf_keras.optimizers.legacy.Optimizer):
     # the slot dtype changed.
     if slot_name not in self._slot_names:
       self._slot_names.append(slot_name)
-    slot_dict = self._slots.setdefault(optimizer_v2._var_key(var), {})
+    slot_dict = self._slots.setdefault(optimizer_v2._var_key(var), {})  # pylint: disable=protected-access
     weight = slot_dict.get(slot_name)
     if weight is not None:
       return weight
@@ -300,7 +419,8 @@ class LAMB(tf_keras.optimizers.legacy.Optimizer):
     """Returns {variable name: float32 scalar} of the last step's ratios.
 
     Variables excluded from layer adaptation, and those not yet updated,
-    report 1.0.
+    report 1.0. The values live in variables, so this can be called anywhere,
+    e.g. in cross-replica context after a loop of steps.
     """
     return {self._trust_ratio_names[k]: tf.identity(v)
             for k, v in self._trust_ratio_vars.items()}
@@ -321,10 +441,11 @@ class LAMB(tf_keras.optimizers.legacy.Optimizer):
             "max": tf.reduce_max(ratios)}
 
   # ---------------------------------------------------------------------------
-  # Coefficients and the update, shared by the per-variable and fused paths.
+  # Coefficients and the update.
 
-  def _coefficients(self, dtype):
-    """Scalars of this step in `dtype`, named as in tf-models-official."""
+  def _prepare_local(self, var_device, var_dtype, apply_state):
+    """Scalars of this step, named as in tf-models-official where shared."""
+    dtype = _compute_dtype(var_dtype)
     local_step = tf.cast(self.iterations + 1, dtype)
     beta_1_t = tf.identity(self._get_hyper("beta_1", dtype))
     beta_2_t = tf.identity(self._get_hyper("beta_2", dtype))
@@ -332,109 +453,136 @@ class LAMB(tf_keras.optimizers.legacy.Optimizer):
       beta_1_power = tf.pow(beta_1_t, local_step)
       beta_2_power = tf.pow(beta_2_t, local_step)
     else:
-      # 1 - 0 = 1 exactly: the same code divides by one.
+      # 1 - 0 = 1 exactly: the same code (and ApplyAdam) divides by one.
       beta_1_power = beta_2_power = tf.zeros([], dtype)
-    return dict(
+    epsilon = tf.convert_to_tensor(self.epsilon, dtype)
+    sqrt_bias_2 = tf.sqrt(1 - beta_2_power)
+    apply_state[(var_device, var_dtype)].update(
         lr_t=tf.identity(self._decayed_lr(dtype)),
         weight_decay_rate=tf.identity(
             self._get_hyper("weight_decay_rate", dtype)),
-        epsilon=tf.convert_to_tensor(self.epsilon, dtype),
+        epsilon=epsilon,
         beta_1_t=beta_1_t,
         beta_1_power=beta_1_power,
         one_minus_beta_1_t=1 - beta_1_t,
         beta_2_t=beta_2_t,
         beta_2_power=beta_2_power,
         one_minus_beta_2_t=1 - beta_2_t,
+        # The fused form: r_t = step_size * m_t / (sqrt(v_t) + epsilon_hat).
+        step_size=sqrt_bias_2 / (1 - beta_1_power),
+        epsilon_hat=epsilon * sqrt_bias_2,
     )
 
-  def _prepare_local(self, var_device, var_dtype, apply_state):
-    apply_state[(var_device, var_dtype)].update(
-        self._coefficients(_compute_dtype(var_dtype)))
+  def _resource_apply_dense(self, grad, var, apply_state=None):
+    var_device, var_dtype = var.device, var.dtype.base_dtype
+    coefficients = ((apply_state or {}).get((var_device, var_dtype))
+                    or self._fallback_apply_state(var_device, var_dtype))
+    name = self._get_variable_name(var.name)
+    use_decay = self._do_use_weight_decay(name)
+    use_adapt = self._do_layer_adaptation(name)
+    if self.fused and var_dtype in _FUSED_DTYPES:
+      update, ratio = self._fused_update(grad, var, coefficients, use_decay,
+                                         use_adapt)
+    else:
+      update, ratio = self._reference_update(grad, var, coefficients,
+                                             use_decay, use_adapt)
+    with tf.control_dependencies([update]):
+      return self._trust_ratio_var(var).assign(
+          tf.cast(ratio, tf.float32), read_value=False)
 
-  def _lamb_update(self, w, m, v, grad, coefficients, use_decay, use_adapt,
-                   indices=None):
-    """One LAMB step of one variable, as values (no assignment).
+  def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
+    # Indices arrive unique (the base class sums duplicates). Zero rows leave
+    # m * beta_1 + 0 = m * beta_1 exactly, so the dense rule gives
+    # tf-models-official's decay-then-scatter values bit for bit.
+    dense_grad = tf.scatter_nd(tf.expand_dims(indices, -1), grad,
+                               tf.shape(var, out_type=indices.dtype))
+    return self._resource_apply_dense(dense_grad, var, apply_state)
+
+  def _reference_update(self, grad, var, coefficients, use_decay, use_adapt):
+    """tf-models-official's sequence of ops (in float32 for 16-bit variables).
 
     Args:
-      w: the variable's value.
-      m: first moment (compute dtype).
-      v: second moment (compute dtype).
-      grad: gradient, dense, or the rows at unique `indices`.
-      coefficients: the step's scalars from `_coefficients`.
+      grad: dense gradient, shape [*S].
+      var: the variable, shape [*S].
+      coefficients: the step's scalars from `_prepare_local`.
       use_decay: whether the decay term applies to this variable.
       use_adapt: whether the trust ratio applies to this variable.
-      indices: None for a dense `grad`, else unique row indices.
 
     Returns:
-      (new w in w's dtype, m_t, v_t, float32 trust ratio).
+      (the update op, scalar trust ratio).
     """
     c = coefficients
-    dtype = c["lr_t"].dtype
-    w_in_dtype = w.dtype
-    w = tf.cast(w, dtype)
+    m = self.get_slot(var, "m")
+    v = self.get_slot(var, "v")
+    dtype = m.dtype
+    w = tf.cast(var.value(), dtype)
     grad = tf.cast(grad, dtype)
     # The operation order of tf-models-official, for identical rounding.
-    m_scaled_g = grad * c["one_minus_beta_1_t"]
-    v_scaled_g = (grad * grad) * c["one_minus_beta_2_t"]
-    if indices is None:
-      m_t = m * c["beta_1_t"] + m_scaled_g
-      v_t = v * c["beta_2_t"] + v_scaled_g
-    else:
-      # Rows without gradient still decay: scatter into the decayed moments.
-      indices = tf.expand_dims(indices, -1)
-      m_t = tf.tensor_scatter_nd_add(m * c["beta_1_t"], indices, m_scaled_g)
-      v_t = tf.tensor_scatter_nd_add(v * c["beta_2_t"], indices, v_scaled_g)
+    m_t = m.value() * c["beta_1_t"] + grad * c["one_minus_beta_1_t"]
+    v_t = v.value() * c["beta_2_t"] + (grad * grad) * c["one_minus_beta_2_t"]
     m_t_hat = m_t / (1.0 - c["beta_1_power"])
     v_t_hat = v_t / (1.0 - c["beta_2_power"])
     update = m_t_hat / (tf.sqrt(v_t_hat) + c["epsilon"])
     if use_decay:
       update += c["weight_decay_rate"] * w
     if use_adapt:
-      w_norm = tf.norm(w, ord=2)
-      u_norm = tf.norm(update, ord=2)
-      both_positive = tf.logical_and(w_norm > 0, u_norm > 0)
-      # The inner where keeps 0/0 out of the result (and of any gradient).
-      ratio = w_norm / tf.where(both_positive, u_norm, 1.0)
-      if self.trust_ratio_bounds is not None:
-        ratio = tf.clip_by_value(ratio, *self.trust_ratio_bounds)
-      ratio = tf.where(both_positive, ratio, 1.0)
+      ratio = trust_ratio(tf.norm(w, ord=2), tf.norm(update, ord=2),
+                          self.trust_ratio_bounds)
       new_w = w - ratio * c["lr_t"] * update
     else:
       ratio = tf.ones([], dtype)
       new_w = w - c["lr_t"] * update
-    return (tf.cast(new_w, w_in_dtype), m_t, v_t, tf.cast(ratio, tf.float32))
-
-  def _flags(self, var):
-    name = self._get_variable_name(var.name)
-    return self._do_use_weight_decay(name), self._do_layer_adaptation(name)
-
-  # ---------------------------------------------------------------------------
-  # Per-variable path (fused=False, and graph-mode get_updates).
-
-  def _apply_one(self, grad, var, indices, apply_state):
-    var_device, var_dtype = var.device, var.dtype.base_dtype
-    coefficients = ((apply_state or {}).get((var_device, var_dtype))
-                    or self._fallback_apply_state(var_device, var_dtype))
-    m = self.get_slot(var, "m")
-    v = self.get_slot(var, "v")
-    new_w, m_t, v_t, ratio = self._lamb_update(
-        var.value(), m.value(), v.value(), grad, coefficients,
-        *self._flags(var), indices=indices)
     return tf.group(
         m.assign(m_t, use_locking=self._use_locking, read_value=False),
         v.assign(v_t, use_locking=self._use_locking, read_value=False),
-        var.assign(new_w, use_locking=self._use_locking, read_value=False),
-        self._trust_ratio_var(var).assign(ratio, read_value=False))
+        var.assign(tf.cast(new_w, var.dtype), use_locking=self._use_locking,
+                   read_value=False)), ratio
 
-  def _resource_apply_dense(self, grad, var, apply_state=None):
-    return self._apply_one(grad, var, None, apply_state)
+  def _fused_update(self, grad, var, coefficients, use_decay, use_adapt):
+    """The fused update of a float32/float64 variable (see `LAMB`).
 
-  def _resource_apply_sparse(self, grad, var, indices, apply_state=None):
-    # Indices arrive unique: the base class sums duplicates first.
-    return self._apply_one(grad, var, indices, apply_state)
+    Args:
+      grad: dense gradient, shape [*S].
+      var: the variable, shape [*S].
+      coefficients: the step's scalars from `_prepare_local`.
+      use_decay: whether the decay term applies to this variable.
+      use_adapt: whether the trust ratio applies to this variable.
+
+    Returns:
+      (the update op, scalar trust ratio).
+    """
+    c = coefficients
+    m = self.get_slot(var, "m")
+    v = self.get_slot(var, "v")
+    ratio = tf.ones([], var.dtype)
+    before_adam = []
+    if use_decay or use_adapt:
+      first_pass = _compiled_ratio_and_decayed(
+          use_decay=use_decay, use_adapt=use_adapt,
+          bounds=self.trust_ratio_bounds,
+          use_gemv=tf.DeviceSpec.from_string(var.device).device_type == "CPU")
+      ratio, decayed = first_pass(
+          var.value(), m.value(), v.value(), grad, c["lr_t"], c["beta_1_t"],
+          c["beta_2_t"], c["step_size"], c["epsilon_hat"],
+          c["weight_decay_rate"])
+      before_adam = [ratio]
+      if use_decay:
+        # Reads above happen before this write: its value depends on them.
+        before_adam = [var.assign(decayed, use_locking=self._use_locking,
+                                  read_value=False)]
+    with tf.control_dependencies(before_adam):
+      # ApplyAdam: m <- m + (g - m)(1 - beta1), v <- v + (g^2 - v)(1 - beta2),
+      # w <- w - lr * sqrt(1 - beta2_power) / (1 - beta1_power) * m /
+      # (sqrt(v) + epsilon), in one pass and in place.
+      update = tf.raw_ops.ResourceApplyAdam(
+          var=var.handle, m=m.handle, v=v.handle,
+          beta1_power=c["beta_1_power"], beta2_power=c["beta_2_power"],
+          lr=ratio * c["lr_t"], beta1=c["beta_1_t"], beta2=c["beta_2_t"],
+          epsilon=c["epsilon_hat"], grad=grad, use_locking=self._use_locking)
+    return update, ratio
 
   # ---------------------------------------------------------------------------
-  # Gradient pre-normalization (NVLAMB), before either path.
+  # Gradient pre-normalization (NVLAMB), before the update.
 
   def _transform_gradients(self, grads_and_vars):
     grads_and_vars = super()._transform_gradients(grads_and_vars)
@@ -448,7 +596,10 @@ class LAMB(tf_keras.optimizers.legacy.Optimizer):
             g.values, g.indices), g.dense_shape)
         if isinstance(g, tf.IndexedSlices) else g
         for g, _ in grads_and_vars]
-    norm = tf.linalg.global_norm(grads)
+    norm = tf.sqrt(tf.add_n([
+        tf.reduce_sum(tf.square(tf.cast(
+            g.values if isinstance(g, tf.IndexedSlices) else g, tf.float32)))
+        for g in grads]))
     scale = tf.where(norm > 0, 1.0 / norm, 1.0)
 
     def scaled(g):
@@ -457,90 +608,6 @@ class LAMB(tf_keras.optimizers.legacy.Optimizer):
                                 g.dense_shape)
       return g * tf.cast(scale, g.dtype)
     return [(scaled(g), v) for g, (_, v) in zip(grads, grads_and_vars)]
-
-  # ---------------------------------------------------------------------------
-  # Fused path: one XLA computation per device for all its variables.
-
-  def _fused_step_fn(self, ws, ms, vs, grads, coefficients, flags):
-    """The step of all variables; traced once per variable set and device."""
-    outs = []
-    for w, m, v, g, (use_decay, use_adapt) in zip(ws, ms, vs, grads, flags):
-      if isinstance(g, tf.IndexedSlices):
-        # Summing duplicates into a dense gradient is what the per-variable
-        # path computes too (zero rows leave the decayed moments unchanged).
-        g = tf.math.unsorted_segment_sum(g.values, g.indices, w.shape[0])
-      dtype = _compute_dtype(w.dtype)
-      outs.append(self._lamb_update(w, m, v, g, coefficients[dtype.name],
-                                    use_decay, use_adapt))
-    return outs
-
-  def _use_fused(self, distribution):
-    return (self.fused and tf.compat.v1.executing_eagerly_outside_functions()
-            and (not tf.distribute.has_strategy()
-                 or isinstance(distribution, _FUSABLE_STRATEGIES)))
-
-  def _distributed_apply(self, distribution, grads_and_vars, apply_state,
-                         name):
-    if not self._use_fused(distribution):
-      return super()._distributed_apply(distribution, grads_and_vars,
-                                        apply_state, name)
-    grads_and_vars = list(grads_and_vars)
-    for grad, var in grads_and_vars:
-      if isinstance(grad, tf.IndexedSlices) and var.constraint is not None:
-        raise RuntimeError(f"Cannot use a constraint function on a sparse "
-                           f"variable: {var.name}.")
-    # One computation per device (variables placed by hand may differ).
-    groups = {}
-    for grad, var in grads_and_vars:
-      groups.setdefault(var.device, []).append((grad, var))
-
-    update_ops = []
-    with optimizer_v2.name_scope_only_in_function_or_graph(name or self._name):
-      for group in groups.values():
-        grads = [g for g, _ in group]
-        variables = [v for _, v in group]
-        # `update` runs the function once per replica, on its device and in
-        # its update context, where reading or assigning a mirrored variable
-        # means that replica's copy, and passes that replica's gradients.
-        result = distribution.extended.update(
-            variables[0], functools.partial(self._fused_update, variables),
-            args=(grads,), group=False)
-        if tf.distribute.in_cross_replica_context():
-          update_ops.extend(result)
-        else:
-          update_ops.append(result)
-      if not tf.executing_eagerly() or any(
-          isinstance(op, tf.Operation) or tf.is_symbolic_tensor(op)
-          for op in update_ops if op is not None):
-        with tf.control_dependencies([tf.group(update_ops)]):
-          return self.iterations.assign_add(1, read_value=False)
-      return self.iterations.assign_add(1)
-
-  def _fused_update(self, variables, unused_local_var, grads):
-    """Updates `variables` of the current replica with its `grads`."""
-    slots_m = [self.get_slot(var, "m") for var in variables]
-    slots_v = [self.get_slot(var, "v") for var in variables]
-    coefficients = {}
-    for var in variables:
-      dtype = _compute_dtype(var.dtype.base_dtype)
-      if dtype.name not in coefficients:
-        coefficients[dtype.name] = self._coefficients(dtype)
-    outs = self._fused_step(
-        [var.value() for var in variables], [m.value() for m in slots_m],
-        [v.value() for v in slots_v], list(grads), coefficients,
-        tuple(self._flags(var) for var in variables))
-    ops = []
-    for var, m, v, (new_w, m_t, v_t, ratio) in zip(variables, slots_m,
-                                                   slots_v, outs):
-      ops.append(m.assign(m_t, read_value=False))
-      ops.append(v.assign(v_t, read_value=False))
-      assign = var.assign(new_w, read_value=False)
-      if var.constraint is not None:
-        with tf.control_dependencies([assign]):
-          assign = var.assign(var.constraint(var), read_value=False)
-      ops.append(assign)
-      ops.append(self._trust_ratio_var(var).assign(ratio, read_value=False))
-    return tf.group(ops)
 
   # ---------------------------------------------------------------------------
   # Config and names.
