@@ -2,7 +2,6 @@
 
   info = data.prepare_dataset(data_dir)                  # once, then cached
   ds = data.build_dataset(ctx, data_dir=data_dir, global_batch_size=256)
-  it = data.ReplicaIterator(strategy, lambda ctx: data.build_dataset(ctx, ...))
 
 `python -m data.prepare --help` does the first step from the command line.
 """
@@ -10,9 +9,8 @@
 from data.builder import DEFAULT_DATA_DIR
 from data.builder import PreparedDataset
 from data.builder import prepare_dataset
-from data.distributed import ReplicaIterator
 from data.export import export_tfrecords
 from data.pipeline import build_dataset
 
-__all__ = ["DEFAULT_DATA_DIR", "PreparedDataset", "ReplicaIterator",
-           "build_dataset", "export_tfrecords", "prepare_dataset"]
+__all__ = ["DEFAULT_DATA_DIR", "PreparedDataset", "build_dataset",
+           "export_tfrecords", "prepare_dataset"]

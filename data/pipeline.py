@@ -1,8 +1,8 @@
 """`build_dataset`: batches of masked BERT examples from a prepared dataset.
 
-Stages, each a small function: read this input pipeline's share of a split
-(contiguous ranges: disjoint, together the whole split), shuffle with an
-explicit seed, repeat, number the stream, assemble [CLS] A [SEP] B [SEP] and
+Stages, each a small function: read a split, shuffle with an explicit seed,
+repeat, number the stream, keep this input pipeline's share (every n-th
+example), assemble [CLS] A [SEP] B [SEP] and
 draw each example's stateless randomness, batch (ragged), mask with
 tensorflow-text's ops, pad to the Model Garden's features, prefetch.
 
@@ -14,7 +14,7 @@ seed when `tf.random.set_seed` was called: set both alike to compare runs.)
 """
 
 import functools
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import tensorflow as tf
 
@@ -26,27 +26,13 @@ from data import vocab as vocab_lib
 MASKING_MODES = ("dynamic", "static")
 
 
-def shard_range(num_examples: int, num_pipelines: int,
-                pipeline_id: int) -> Tuple[int, int]:
-  """The [start, end) of the examples one input pipeline reads.
-
-  Ranges are contiguous, disjoint, cover all examples and differ in size by at
-  most one (the first `num_examples % num_pipelines` get one more).
-  """
-  size, extra = divmod(num_examples, num_pipelines)
-  start = pipeline_id * size + min(pipeline_id, extra)
-  return start, start + size + (pipeline_id < extra)
-
-
-def read_examples(prepared: builder_lib.PreparedDataset, split: str,
-                  input_context: Optional[tf.distribute.InputContext] = None
-                 ) -> tf.data.Dataset:
-  """This input pipeline's share of a split, in stored order.
+def read_examples(prepared: builder_lib.PreparedDataset,
+                  split: str) -> tf.data.Dataset:
+  """All examples of a split, in stored order.
 
   Args:
     prepared: from `prepare_dataset`.
     split: "train" or "validation".
-    input_context: which input pipeline this is; None for all the data.
 
   Returns:
     A dataset of dicts: ``example_id`` int64 [], ``tokens_a`` int32
@@ -56,34 +42,12 @@ def read_examples(prepared: builder_lib.PreparedDataset, split: str,
   if split not in prepared.shards:
     raise ValueError(f"split {split!r} does not exist; the dataset has "
                      f"{', '.join(sorted(prepared.shards))}")
-  num_pipelines, pipeline_id = 1, 0
-  if input_context:
-    num_pipelines = input_context.num_input_pipelines
-    pipeline_id = input_context.input_pipeline_id
-  if num_pipelines > prepared.num_examples[split]:
-    raise ValueError(f"split {split!r} has {prepared.num_examples[split]} "
-                     f"examples, fewer than the {num_pipelines} input "
-                     "pipelines")
-  start, end = shard_range(prepared.num_examples[split], num_pipelines,
-                           pipeline_id)
-  # Only the record files overlapping [start, end) are opened. TFDS permuted
-  # the examples when writing them, so reading files in order is not reading
-  # documents in order.
-  paths, skips, takes = [], [], []
-  offset = 0
-  for path, length in prepared.shards[split]:
-    lo, hi = max(start, offset), min(end, offset + length)
-    if lo < hi:
-      paths.append(path)
-      skips.append(lo - offset)
-      takes.append(hi - lo)
-    offset += length
-  records = tf.data.Dataset.from_tensor_slices(
-      (paths, tf.constant(skips, tf.int64), tf.constant(takes, tf.int64))
-  ).flat_map(lambda path, skip, take: tf.data.TFRecordDataset(path).skip(
-      skip).take(take))
-  return records.map(builder_lib.features().deserialize_example,
-                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  # TFDS permuted the examples when writing them, so the stored order is not
+  # document order.
+  paths = [path for path, _ in prepared.shards[split]]
+  return tf.data.TFRecordDataset(paths).map(
+      builder_lib.features().deserialize_example,
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def _assemble(position: tf.Tensor, example: Dict[str, tf.Tensor], *,
@@ -211,13 +175,21 @@ def build_dataset(input_context: Optional[tf.distribute.InputContext] = None,
   batch_size = (input_context.get_per_replica_batch_size(global_batch_size)
                 if input_context else global_batch_size)
 
-  ds = read_examples(prepared, split, input_context)
+  ds = read_examples(prepared, split)
   if shuffle:
     ds = ds.shuffle(shuffle_buffer_size, seed=seed,
                     reshuffle_each_iteration=True)
   if repeat:
     ds = ds.repeat()
   ds = ds.enumerate()  # The position seeds dynamic masks.
+  if input_context and input_context.num_input_pipelines > 1:
+    # Every pipeline reads the same seeded stream and keeps every n-th
+    # example. Pipeline i's k-th batch then holds examples i, i+n, ... of the
+    # stream's k-th global batch: the global batches, and so the training,
+    # are the same whatever the number of hosts. Reading (cheap) is
+    # repeated on every host; parsing and masking (the costly part) is not.
+    ds = ds.shard(input_context.num_input_pipelines,
+                  input_context.input_pipeline_id)
   ds = ds.map(
       functools.partial(_assemble, special=special, seed=seed,
                         static=masking == "static",
