@@ -1,7 +1,12 @@
 r"""Times one optimizer step of LAMB on BERT-base-shaped variables.
 
-  python -m scripts.bench_lamb            # ~110M float32 parameters, ~4 min
+  python -m scripts.bench_lamb            # ~110M float32 parameters, ~3 min
   python -m scripts.bench_lamb --quick    # small shapes, < 1 min
+
+Result on 2 shared CPU cores (load ~7, so absolute times are inflated; the
+ratios come from the same alternating run): ours 0.34 s/step, tfm 0.75
+(2.2x ours), tfm_jit 0.57 (1.7x), ours_plain 0.78, adam 0.15 (ours is 2.2x
+adam); numpy triad 39 GB/s, bound 0.079 s/step.
 
 Each optimizer runs `apply_gradients` inside a `tf.function` (what a training
 step does) over the same variables and fixed gradients; the optimizers take
