@@ -465,7 +465,11 @@ def prepare_dataset(data_dir: Optional[str] = None, *,
     shown = _progress_bars_shown()
     tfds.display_progress_bar(progress)
     try:
-      BertPretraining(config=config, data_dir=data_dir).download_and_prepare()
+      # A config equal to a predefined one goes by its name: TFDS refuses a
+      # custom config named like a predefined one.
+      predefined = {c.name: c for c in BertPretraining.BUILDER_CONFIGS}
+      named = config.name if predefined.get(config.name) == config else config
+      BertPretraining(config=named, data_dir=data_dir).download_and_prepare()
     finally:
       tfds.display_progress_bar(shown)
   return _read_prepared(data_dir, config)
