@@ -11,6 +11,7 @@ from data.builder import PreparedDataset
 from data.builder import prepare_dataset
 from data.export import export_tfrecords
 from data.pipeline import build_dataset
+from data.pipeline import trim_padding
 
 __all__ = ["DEFAULT_DATA_DIR", "PreparedDataset", "build_dataset",
-           "export_tfrecords", "prepare_dataset"]
+           "export_tfrecords", "prepare_dataset", "trim_padding"]

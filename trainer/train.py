@@ -17,6 +17,7 @@ resumed step uses the saved moments. Without a checkpoint in `model_dir`,
 schedule and data position), as phase 2 of the paper's recipe does.
 """
 
+import functools
 import os
 import tempfile
 import time
@@ -43,7 +44,7 @@ class TrainingError(RuntimeError):
 @gin.configurable(module="trainer")
 def dataset(corpus="embedded", vocab_size=8192, vocab_file=None,
             max_seq_length=128, max_predictions_per_seq=20,
-            masking="dynamic"):
+            masking="dynamic", bucket_width=None):
   """What the model is trained on: keyword arguments for the `data` package.
 
   Args:
@@ -54,11 +55,16 @@ def dataset(corpus="embedded", vocab_size=8192, vocab_file=None,
     max_predictions_per_seq: masked positions per example (20 at 128, 80 at
       512: 15% of the tokens, as in BERT).
     masking: "dynamic" (new masks every epoch) or "static".
+    bucket_width: group training examples by length in buckets of this many
+      tokens and cut each batch to its longest example (rounded up to a
+      multiple of it), so that padding is not computed: the same examples
+      and losses for less work, in another order. None: every batch is
+      `max_seq_length` long (static shapes, as TPUs need).
   """
   return dict(corpus=corpus, vocab_size=vocab_size, vocab_file=vocab_file,
               max_seq_length=max_seq_length,
               max_predictions_per_seq=max_predictions_per_seq,
-              masking=masking)
+              masking=masking, bucket_width=bucket_width)
 
 
 def _check_positive(**values):
@@ -155,6 +161,10 @@ def train(model_dir, data_dir=None, strategy=None, *,
        "float16": "mixed_float16"}[mixed_precision])
 
   data_kwargs = dataset()
+  if data_kwargs["bucket_width"] and isinstance(
+      strategy, tf.distribute.TPUStrategy):
+    raise ValueError("dataset.bucket_width makes batches of varying length, "
+                     "which TPUs cannot run; leave it unset on TPU")
   info = data.prepare_dataset(data_dir, seed=seed, **{
       k: data_kwargs[k] for k in ("corpus", "vocab_size", "vocab_file",
                                   "max_seq_length")})
@@ -174,10 +184,20 @@ def train(model_dir, data_dir=None, strategy=None, *,
   context = distribute.input_context(strategy)
 
   def make_dataset(split, batch_size):
-    return data.build_dataset(
+    # Only training is grouped by length; evaluation reads the validation
+    # split in its stored order.
+    bucket_width = data_kwargs["bucket_width"] if split == "train" else None
+    ds = data.build_dataset(
         context, data_dir=data_dir, split=split, global_batch_size=batch_size,
         seed=seed, shuffle=(split == "train"), repeat=True,
-        **data_kwargs).batch(local_replicas, drop_remainder=True)
+        **dict(data_kwargs, bucket_width=bucket_width)).batch(
+            local_replicas, drop_remainder=True)
+    if bucket_width:
+      # One cut for the host batch, so that all its replicas' batches agree
+      # in shape; the input pipeline makes it, off the training step.
+      ds = ds.map(functools.partial(data.trim_padding,
+                                    multiple=bucket_width))
+    return ds
 
   def to_replicas(host_batch):
     return strategy.experimental_distribute_values_from_function(

@@ -1,0 +1,134 @@
+"""Length bucketing and padding trimming: less work, the same training."""
+
+import os
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+import data
+from trainer import model as model_lib
+from trainer import train as train_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "tests", "testdata", "tiny_corpus.txt")
+TINY_ARGS = dict(corpus=TINY, vocab_size=512, max_seq_length=32)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("data"))
+  data.prepare_dataset(path, progress=False, **TINY_ARGS)
+  return path
+
+
+def _examples(batches):
+  """Each example of `batches` as bytes, in order."""
+  return [b"".join(np.asarray(b[k][i]).tobytes() for k in sorted(b))
+          for b in batches for i in range(len(b["next_sentence_labels"]))]
+
+
+def _stream(data_dir, **kwargs):
+  args = dict(TINY_ARGS, data_dir=data_dir, global_batch_size=8,
+              max_predictions_per_seq=5, masking="static", shuffle=False,
+              repeat=False, drop_remainder=False)
+  args.update(kwargs)
+  return list(data.build_dataset(**args).as_numpy_iterator())
+
+
+def test_buckets_reorder_the_same_examples(data_dir):
+  plain = _stream(data_dir)
+  grouped = _stream(data_dir, bucket_width=8)
+  assert sorted(_examples(plain)) == sorted(_examples(grouped))
+  lengths = [b["input_mask"].sum(1) for b in grouped]
+  # All but the windows flushed at the end of the split are one bucket.
+  one_bucket = [len(set((l - 1) // 8)) == 1 for l in lengths]
+  assert sum(one_bucket) >= len(lengths) - 4
+  assert np.mean([l.max() - l.mean() for l in lengths]) < np.mean(
+      [l.max() - l.mean() for l in [b["input_mask"].sum(1) for b in plain]])
+
+
+def test_buckets_do_not_depend_on_the_number_of_pipelines(data_dir):
+  args = dict(TINY_ARGS, data_dir=data_dir, global_batch_size=8,
+              max_predictions_per_seq=5, bucket_width=8)
+  one = data.build_dataset(**args).take(6)
+  shares = [data.build_dataset(tf.distribute.InputContext(2, i, 2),
+                               **args).take(6) for i in range(2)]
+  for batch, b0, b1 in zip(one.as_numpy_iterator(),
+                           *[s.as_numpy_iterator() for s in shares]):
+    # Pipeline i holds examples i, i + 2, ... of each global batch.
+    for k in batch:
+      np.testing.assert_array_equal(batch[k][0::2], b0[k], err_msg=k)
+      np.testing.assert_array_equal(batch[k][1::2], b1[k], err_msg=k)
+
+
+def test_trim_padding_keeps_the_losses():
+  gin.parse_config(["BertEncoder.num_layers = 2",
+                    "BertEncoder.hidden_size = 32",
+                    "BertEncoder.num_attention_heads = 2",
+                    "BertEncoder.inner_dim = 64",
+                    "BertEncoder.max_sequence_length = 64"])
+  tf_keras.utils.set_random_seed(1)
+  model = model_lib.build_pretrainer(vocab_size=100, max_seq_length=64,
+                                     max_predictions_per_seq=4)
+  rng = np.random.default_rng(0)
+  lengths = np.array([9, 17, 30, 12])
+  mask = (np.arange(64)[None] < lengths[:, None]).astype(np.int32)
+  batch = dict(
+      input_word_ids=rng.integers(5, 100, (4, 64)).astype(np.int32) * mask,
+      input_mask=mask,
+      input_type_ids=(np.arange(64)[None] >= lengths[:, None] // 2
+                      ).astype(np.int32) * mask,
+      masked_lm_positions=np.stack([rng.choice(l, 4, replace=False)
+                                    for l in lengths]).astype(np.int32),
+      masked_lm_ids=rng.integers(5, 100, (4, 4)).astype(np.int32),
+      masked_lm_weights=np.ones((4, 4), np.float32),
+      next_sentence_labels=rng.integers(0, 2, (4, 1)).astype(np.int32))
+  trimmed = data.trim_padding(batch, multiple=8)
+  assert trimmed["input_word_ids"].shape == (4, 32)
+  assert trimmed["masked_lm_ids"].shape == (4, 4)
+  full = model_lib.metric_sums(batch, model(batch, training=False))
+  cut = model_lib.metric_sums(trimmed, model(trimmed, training=False))
+  for k in full:
+    np.testing.assert_allclose(full[k], cut[k], rtol=1e-5, err_msg=k)
+  # Rounded up to the multiple, but never past the full length.
+  assert data.trim_padding(batch, multiple=48)["input_mask"].shape == (4, 48)
+  assert data.trim_padding(batch, multiple=70)["input_mask"].shape == (4, 64)
+
+
+def _train(model_dir, data_dir, strategy, *bindings):
+  gin.clear_config()
+  gin.add_config_file_search_path(ROOT)
+  gin.parse_config_files_and_bindings(
+      [os.path.join(ROOT, "configs", "tiny.gin")],
+      [f'dataset.corpus = "{TINY}"', "dataset.vocab_size = 512",
+       "dataset.max_seq_length = 32", "dataset.max_predictions_per_seq = 5",
+       "dataset.bucket_width = 8", "train.deterministic = True",
+       *bindings])
+  train_lib.train(model_dir=str(model_dir), data_dir=data_dir,
+                  strategy=strategy)
+  reader = tf.train.load_checkpoint(str(model_dir))
+  return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+          if k.startswith("model/") and "OPTIMIZER_SLOT" not in k}
+
+
+def test_bucketed_training_same_on_one_device_and_mirrored(data_dir,
+                                                           tmp_path):
+  one = _train(tmp_path / "one", data_dir,
+               tf.distribute.OneDeviceStrategy("/cpu:0"))
+  two = _train(tmp_path / "two", data_dir,
+               tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+  assert one.keys() == two.keys() and len(one) > 10
+  for k in one:
+    np.testing.assert_allclose(one[k], two[k], rtol=1e-5, atol=1e-5,
+                               err_msg=k)
+
+
+def test_bucket_width_is_refused_on_tpu(monkeypatch, data_dir, tmp_path):
+  class FakeTPU(tf.distribute.OneDeviceStrategy):
+    pass
+  monkeypatch.setattr(tf.distribute, "TPUStrategy", FakeTPU)
+  with pytest.raises(ValueError, match="bucket_width"):
+    _train(tmp_path, data_dir, FakeTPU("/cpu:0"))
