@@ -13,6 +13,33 @@ import time
 import tensorflow as tf
 
 
+def forget_after(model_dir, step):
+  """Drops the metrics.jsonl records after `step`, e.g. on resuming there.
+
+  They belong to work that was lost with the process and is done again, so
+  keeping them would log those steps twice. A line cut short by a crash goes
+  too. The file is replaced by an atomic rename, so a crash here loses
+  nothing.
+  """
+  path = os.path.join(model_dir, "metrics.jsonl")
+  if not tf.io.gfile.exists(path):
+    return
+  with tf.io.gfile.GFile(path) as f:
+    lines = f.read().splitlines(keepends=True)
+  kept = []
+  for line in lines:
+    try:
+      if line.endswith("\n") and json.loads(line)["step"] <= step:
+        kept.append(line)
+    except (ValueError, KeyError, TypeError):
+      pass  # A torn or foreign line.
+  if len(kept) == len(lines):
+    return
+  with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+    f.write("".join(kept))
+  tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+
+
 class Reporter:
   """Writes one record per logged step to stdout, TensorBoard and jsonl."""
 
@@ -43,7 +70,9 @@ class Reporter:
             f"nsp_acc {metrics['nsp_accuracy']:.3f} | "
             f"lr {metrics['learning_rate']:.3e} | {rate:.1f} ex/s | ETA {eta}")
     if metrics.get("skipped_steps"):
-      line += f" | skipped {int(metrics['skipped_steps'])}"
+      line += f" | skipped {int(metrics['skipped_steps'])} non-finite step(s)"
+      if "skipped_steps_total" in metrics:
+        line += f" ({int(metrics['skipped_steps_total'])} in all)"
     self._emit("train", step, record, line)
 
   def eval(self, step, metrics):

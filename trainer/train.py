@@ -8,13 +8,16 @@ checked for NaN/Inf and applied. `steps_per_loop` such steps run inside one
 `tf.function` call (the TPU host-loop pattern) between logging boundaries.
 
 Checkpoint contents and restore order: `tf.train.Checkpoint(model, optimizer,
-step, train_iterator)`. On start the latest checkpoint in `model_dir` is
-restored: model weights and the input iterator's position at once, the
-optimizer's iterations and hyperparameters at once, and its `m`/`v` slots when
-the first step creates them (TensorFlow's deferred restoration), so the first
-resumed step uses the saved moments. Without a checkpoint in `model_dir`,
-`init_checkpoint` warm-starts the model weights only (fresh optimizer,
-schedule and data position), as phase 2 of the paper's recipe does.
+step, train_iterator, dropout_rng, consecutive_skips, skipped_steps)`. On
+start the newest intact checkpoint in `model_dir` is restored (a damaged one
+is reported and skipped, see `checkpointing`): model weights, the input
+iterator's position, the dropout layers' random generators and the skip
+counters at once, the optimizer's iterations and hyperparameters at once, and
+its `m`/`v` slots when the first step creates them (TensorFlow's deferred
+restoration), so the first resumed step uses the saved moments. Without a
+checkpoint in `model_dir`, `init_checkpoint` warm-starts the model weights
+only (fresh optimizer, schedule and data position), as phase 2 of the paper's
+recipe does.
 """
 
 import functools
@@ -29,8 +32,11 @@ import tf_keras
 
 import data
 from lamb import LAMB
+from trainer import checkpointing
 from trainer import distribute
+from trainer import faults
 from trainer import model as model_lib
+from trainer import preemption
 from trainer import reporting
 from trainer import schedule as schedule_lib
 
@@ -121,12 +127,37 @@ def train(model_dir, data_dir=None, strategy=None, *,
     jit_compile: XLA-compile the forward and backward pass.
     mixed_precision: None, "bfloat16" (TPU) or "float16" (GPU; dynamic loss
       scaling).
-    deterministic: make ops deterministic so that a resumed run equals an
-      uninterrupted one bit for bit on CPU.
+    deterministic: make ops deterministic so that a run killed at any moment
+      (even SIGKILL during a checkpoint write) and restarted with the same
+      command ends with the same weights, optimizer state and logged losses
+      as an uninterrupted run, bit for bit on CPU, dropout included. Without
+      it the resumed run still continues from the same data position,
+      dropout random stream and optimizer state, but some kernels (CPU and
+      GPU reductions split across threads, GPU atomics, autotuned
+      convolutions) may sum in a different order from run to run, so the
+      weights agree only to float rounding, and the difference grows as
+      training goes on; it is not a loss of work. It costs some speed.
     max_consecutive_skips: stop after this many non-finite steps in a row.
+      A step whose loss or gradients hold NaN/Inf is skipped: weights, the
+      optimizer's slots and its iteration count stay exactly as they were
+      (the step counter and the data position move on). Skips are counted
+      in metrics.jsonl and TensorBoard (`skipped_steps` per log line,
+      `skipped_steps_total` since the start).
 
   Returns:
     A dict of the final evaluation's metrics.
+
+  Raises:
+    preemption.Preempted: SIGTERM arrived. The trainer finished the step it
+      was in (within one step, plus the checkpoint write; an eval or save
+      under way finishes first), saved a checkpoint at that step and
+      stopped; `trainer.main` then exits with code 143
+      (`preemption.EXIT_CODE`), and the same command resumes.
+    TrainingError: `max_consecutive_skips` non-finite steps in a row, or the
+      parameters became non-finite; the last checkpoint written is kept.
+    checkpointing.CheckpointError: a checkpoint cannot be saved (the previous
+      ones stay intact), or `model_dir` holds checkpoints of which none is
+      intact.
   """
   strategy = strategy or tf.distribute.get_strategy()
   _check_positive(total_steps=total_steps, global_batch_size=global_batch_size,
@@ -221,29 +252,38 @@ def train(model_dir, data_dir=None, strategy=None, *,
     consecutive_skips = tf.Variable(
         0, dtype=tf.int64, trainable=False,
         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+    skipped_total = tf.Variable(
+        0, dtype=tf.int64, trainable=False,
+        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+    # Dropout draws from tf.random.Generators whose state tf_keras leaves out
+    # of checkpoints; saving them makes a resumed run continue each random
+    # stream instead of restarting it.
+    dropout_rng = checkpointing.dropout_generators(model)
+  # Set from a watcher thread on SIGTERM and read before every step; a plain
+  # host variable, outside the strategy, because each worker has its own.
+  stop_requested = tf.Variable(False, trainable=False)
   variables = model_lib.trained_variables(model)
   train_iter = iter(train_data)
   # The chief's checkpoint holds its input position; other hosts keep theirs
   # in model_dir/input_worker<i>, saved under the same checkpoint numbers.
   worker = distribute.worker_index(strategy)
-  ckpt = tf.train.Checkpoint(model=model, optimizer=opt, step=step)
+  ckpt = tf.train.Checkpoint(model=model, optimizer=opt, step=step,
+                             dropout_rng=dropout_rng,
+                             consecutive_skips=consecutive_skips,
+                             skipped_steps=skipped_total)
   if worker == 0:
     ckpt.train_iterator = train_iter
-  managers = [tf.train.CheckpointManager(ckpt, ckpt_dir,
-                                         max_to_keep=keep_checkpoints)]
-  if worker > 0:
-    managers.append(tf.train.CheckpointManager(
-        tf.train.Checkpoint(train_iterator=train_iter),
-        os.path.join(model_dir, f"input_worker{worker}"),
-        max_to_keep=keep_checkpoints))
-  manager = managers[0]
-  latest = tf.train.latest_checkpoint(model_dir)
+  input_ckpt = tf.train.Checkpoint(train_iterator=train_iter)
+  input_dir = os.path.join(model_dir, f"input_worker{worker}")
+  latest = checkpointing.newest_intact(
+      model_dir, warn=lambda line: print(line, flush=True))
   if latest:
     ckpt.restore(latest).expect_partial()
     if worker > 0:
-      managers[1].checkpoint.restore(
-          os.path.join(model_dir, f"input_worker{worker}",
-                       os.path.basename(latest))).expect_partial()
+      input_ckpt.restore(os.path.join(
+          input_dir, os.path.basename(latest))).expect_partial()
+    if chief:
+      checkpointing.point_to(model_dir, latest)  # Past damaged ones, if any.
     print(f"resumed from {latest} at step {int(step.numpy())}", flush=True)
   elif init_checkpoint:
     path = (tf.train.latest_checkpoint(init_checkpoint)
@@ -254,6 +294,14 @@ def train(model_dir, data_dir=None, strategy=None, *,
     tf.train.Checkpoint(model=model).restore(path).expect_partial()
     print(f"warm-started model weights from {path}", flush=True)
   # Created only now, so that a run that fails to start leaves no trace.
+  if chief:  # Records after the restored step belong to work done again.
+    reporting.forget_after(model_dir, int(step.numpy()))
+  managers = [tf.train.CheckpointManager(ckpt, ckpt_dir,
+                                         max_to_keep=keep_checkpoints)]
+  if worker > 0:
+    managers.append(tf.train.CheckpointManager(
+        input_ckpt, input_dir, max_to_keep=keep_checkpoints))
+  manager = managers[0]
   reporter = reporting.Reporter(model_dir, total_steps, chief)
 
   # Normalizers of the global batch's loss, known before the backward pass:
@@ -302,11 +350,15 @@ def train(model_dir, data_dir=None, strategy=None, *,
     return tf.distribute.get_replica_context().merge_call(
         cross_replica, args=(ok, grads))
 
-  def replica_step(batch):
+  def replica_step(batch, stop):
     ctx = tf.distribute.get_replica_context()
-    mlm_denominator = ctx.all_reduce(
-        tf.distribute.ReduceOp.SUM,
-        tf.reduce_sum(tf.cast(batch["masked_lm_weights"], tf.float32)))
+    # One small all-reduce gives every replica the global count of masked
+    # positions and how many replicas were asked to stop (SIGTERM on any
+    # worker), so that all of them stop after this same step.
+    counts = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.stack([
+        tf.reduce_sum(tf.cast(batch["masked_lm_weights"], tf.float32)),
+        tf.cast(stop, tf.float32)]))
+    mlm_denominator = counts[0]
     k = grad_accumulation_steps
     if k == 1:
       grads, sums = compute_grads(batch, mlm_denominator)
@@ -322,6 +374,7 @@ def train(model_dir, data_dir=None, strategy=None, *,
         sums += s
     # The one cross-replica all-reduce of the step (a SUM, see above).
     grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    grads = faults.poison_gradients(grads, step)  # Only under test.
     if mixed_precision == "float16":
       grads = opt.get_unscaled_gradients(grads)
     grad_norm = tf.linalg.global_norm(grads)
@@ -332,32 +385,38 @@ def train(model_dir, data_dir=None, strategy=None, *,
     # takes the same branch. A NaN/Inf loss makes the gradients non-finite.
     ok = tf.math.is_finite(grad_norm)
     apply_if(ok, grads)
-    return sums, grad_norm, ok
+    return sums, grad_norm, ok, counts[1] > 0
 
   @tf.function
   def train_loop(iterator, num_steps):
     totals = tf.zeros([len(model_lib.METRIC_SUMS)])
     norm_sum = tf.constant(0.0)
     skipped = tf.constant(0, tf.int64)
+    stopped = tf.constant(False)
     for _ in tf.range(num_steps):
-      sums, grad_norm, ok = strategy.run(
-          replica_step, args=(to_replicas(next(iterator)),))
+      sums, grad_norm, ok, stop = strategy.run(
+          replica_step, args=(to_replicas(next(iterator)),
+                              stop_requested.read_value()))
       totals += strategy.reduce("SUM", sums, axis=None)
       ok = strategy.experimental_local_results(ok)[0]
       grad_norm = strategy.experimental_local_results(grad_norm)[0]
       step.assign_add(1)
       skip = 1 - tf.cast(ok, tf.int64)
       skipped += skip
+      skipped_total.assign_add(skip)
       consecutive_skips.assign((consecutive_skips + skip) * skip)
       norm_sum += tf.where(ok, grad_norm, 0.0)
       if consecutive_skips >= max_consecutive_skips:
+        break
+      stopped = strategy.experimental_local_results(stop)[0]
+      if stopped:
         break
     norms = dict(param_norm=tf.linalg.global_norm(variables))
     lamb = getattr(opt, "inner_optimizer", opt)
     if hasattr(lamb, "trust_ratio_stats"):
       norms.update({f"trust_ratio_{k}": v
                     for k, v in lamb.trust_ratio_stats().items()})
-    return totals, norm_sum, skipped, norms
+    return totals, norm_sum, skipped, norms, stopped
 
   @tf.function
   def eval_loop(iterator, num_steps):
@@ -371,62 +430,75 @@ def train(model_dir, data_dir=None, strategy=None, *,
           eval_step, args=(to_replicas(next(iterator)),)), axis=None)
     return totals
 
-  def evaluate(at_step):
+  def evaluate(at_step, report=True):
     totals = eval_loop(iter(eval_data), tf.constant(eval_batches))
     metrics = model_lib.summarize(
         dict(zip(model_lib.METRIC_SUMS, totals.numpy())))
-    reporter.eval(at_step, metrics)
+    if report:
+      reporter.eval(at_step, metrics)
     return metrics
 
-  current = int(step.numpy())
-  reporter.info(f"training {total_steps} steps of {global_batch_size} "
-                f"examples on {replicas} replica(s), "
-                f"{grad_accumulation_steps} micro-batch(es) per step; "
-                f"{sum(int(np.prod(v.shape)) for v in variables):,} "
-                f"parameters; vocab "
-                f"{info.vocab_size}; starting at step {current}")
-  metrics = None
-  wrote_config = False
-  while current < total_steps:
-    boundary = min(total_steps,
-                   (current // checkpoint_every_steps + 1) *
-                   checkpoint_every_steps,
-                   (current // eval_every_steps + 1) * eval_every_steps)
-    num_steps = min(steps_per_loop, boundary - current)
-    start = time.time()
-    totals, norm_sum, skipped, norms = train_loop(
-        train_iter, tf.constant(num_steps))
-    totals = totals.numpy()
-    seconds = time.time() - start
-    done = int(step.numpy()) - current
-    current += done
-    skipped = int(skipped)
-    loop_metrics = model_lib.summarize(
-        dict(zip(model_lib.METRIC_SUMS, totals)))
-    loop_metrics.update(
-        learning_rate=float(lr_schedule(tf.maximum(opt.iterations - 1, 0))),
-        grad_norm=float(norm_sum) / max(done - skipped, 1),
-        skipped_steps=skipped, **{k: float(v) for k, v in norms.items()})
-    if not np.isfinite(loop_metrics["param_norm"]):
-      raise TrainingError(f"parameters became non-finite at step {current}")
-    reporter.train(current, loop_metrics, done, seconds,
-                   examples=done * global_batch_size)
-    if int(consecutive_skips.numpy()) >= max_consecutive_skips:
-      raise TrainingError(
-          f"{max_consecutive_skips} consecutive non-finite steps ending at "
-          f"step {current}; stopping, the last good checkpoint is kept "
-          f"({manager.latest_checkpoint})")
-    if chief and not wrote_config:
-      with tf.io.gfile.GFile(
-          os.path.join(model_dir, "operative_config.gin"), "w") as f:
-        f.write(gin.operative_config_str())
-      wrote_config = True
-    if current % eval_every_steps == 0 or current == total_steps:
-      metrics = evaluate(current)
-    if current % checkpoint_every_steps == 0 or current == total_steps:
-      for m in managers:
-        m.save(checkpoint_number=current)
-  if metrics is None:
-    metrics = evaluate(current)
+  # From here on SIGTERM means: stop after the current step and save (before,
+  # nothing has been trained yet, so it simply ends the process).
+  with preemption.stop_on_signal(lambda: stop_requested.assign(True)):
+    current = int(step.numpy())
+    reporter.info(f"training {total_steps} steps of {global_batch_size} "
+                  f"examples on {replicas} replica(s), "
+                  f"{grad_accumulation_steps} micro-batch(es) per step; "
+                  f"{sum(int(np.prod(v.shape)) for v in variables):,} "
+                  f"parameters; vocab "
+                  f"{info.vocab_size}; starting at step {current}")
+    metrics = None
+    wrote_config = False
+    while current < total_steps:
+      boundary = min(total_steps,
+                     (current // checkpoint_every_steps + 1) *
+                     checkpoint_every_steps,
+                     (current // eval_every_steps + 1) * eval_every_steps)
+      num_steps = min(steps_per_loop, boundary - current)
+      start = time.time()
+      totals, norm_sum, skipped, norms, stopped = train_loop(
+          train_iter, tf.constant(num_steps))
+      totals = totals.numpy()
+      seconds = time.time() - start
+      done = int(step.numpy()) - current
+      current += done
+      skipped = int(skipped)
+      loop_metrics = model_lib.summarize(
+          dict(zip(model_lib.METRIC_SUMS, totals)))
+      loop_metrics.update(
+          learning_rate=float(lr_schedule(tf.maximum(opt.iterations - 1, 0))),
+          grad_norm=float(norm_sum) / max(done - skipped, 1),
+          skipped_steps=skipped,
+          skipped_steps_total=int(skipped_total.numpy()),
+          **{k: float(v) for k, v in norms.items()})
+      if not np.isfinite(loop_metrics["param_norm"]):
+        raise TrainingError(f"parameters became non-finite at step {current}")
+      reporter.train(current, loop_metrics, done, seconds,
+                     examples=done * global_batch_size)
+      if int(consecutive_skips.numpy()) >= max_consecutive_skips:
+        raise TrainingError(
+            f"{max_consecutive_skips} consecutive non-finite steps (steps "
+            f"{current - max_consecutive_skips + 1} to {current}); stopping "
+            f"at step {current}, the last good checkpoint is kept: "
+            f"{manager.latest_checkpoint or 'none was saved yet'}")
+      if chief and not wrote_config:
+        with tf.io.gfile.GFile(
+            os.path.join(model_dir, "operative_config.gin"), "w") as f:
+          f.write(gin.operative_config_str())
+        wrote_config = True
+      if current % eval_every_steps == 0 or current == total_steps:
+        metrics = evaluate(current)
+      stopped = bool(stopped) and current < total_steps
+      if (current % checkpoint_every_steps == 0 or current == total_steps or
+          stopped):
+        checkpointing.save(managers, current)
+      if stopped:
+        reporter.close()
+        raise preemption.Preempted(
+            f"stopped on SIGTERM after step {current}/{total_steps}; saved "
+            f"{manager.latest_checkpoint}; run the same command to resume")
+  if metrics is None:  # Finished before this start, its eval logged then.
+    metrics = evaluate(current, report=False)
   reporter.close()
   return metrics
