@@ -2,9 +2,14 @@
 
 import json
 import os
+import re
 import threading
 
 import tensorflow as tf
+# The heartbeat timeout of TensorFlow's coordination service has no public
+# setter; MultiWorkerMirroredStrategy configures the service the same way.
+from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+from tensorflow.python.eager import context
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 
@@ -47,12 +52,37 @@ def _connect_tpu(tpu, timeout_s):
                         f"{str(reason).splitlines()[0]}")
 
 
-def create_strategy(name="auto", tpu=None, tpu_timeout_s=300.0):
+def _configure_heartbeats(cluster, task_type, timeout_s):
+  """Makes every worker fail `timeout_s` after another one stops answering.
+
+  The coordination service (hosted by the chief, or worker 0) expects a
+  heartbeat from each task and aborts the collectives on all others, with
+  an error naming the task, when one goes missing. It notices a missing
+  heartbeat between one and two heartbeat timeouts late (measured on CPU), so
+  the timeout is half the bound. A worker that dies outright is usually
+  noticed sooner, when its connections drop.
+  """
+  if task_type not in ("chief", "worker"):
+    return
+  jobs = [coordination_config_pb2.CoordinatedJob(name=j,
+                                                 num_tasks=len(cluster[j]))
+          for j in ("chief", "worker") if j in cluster]
+  leader = "chief" if "chief" in cluster else "worker"
+  context.context().configure_coordination_service(
+      service_type="standalone",
+      service_leader=f"/job:{leader}/replica:0/task:0",
+      heartbeat_timeout_in_ms=int(timeout_s * 1000 / 2),
+      coordinated_jobs=jobs)
+
+
+def create_strategy(name="auto", tpu=None, tpu_timeout_s=300.0,
+                    worker_timeout_s=60.0):
   """Returns the `tf.distribute.Strategy` called `name`.
 
   `auto` picks TPU when `tpu` is given, mirrored for more than one GPU or
   logical CPU device, multi-worker when TF_CONFIG names several tasks, else
-  one device.
+  one device. Multi-worker jobs stop with an error within about
+  `worker_timeout_s` seconds of losing a worker (see `lost_worker`).
   """
   if name not in STRATEGIES:
     raise ValueError(f"unknown --strategy={name!r}; choose one of "
@@ -64,6 +94,10 @@ def create_strategy(name="auto", tpu=None, tpu_timeout_s=300.0):
     if not cluster:
       raise ValueError("--strategy=multi_worker needs the TF_CONFIG "
                        "environment variable (cluster and task)")
+    if worker_timeout_s <= 0:
+      raise ValueError(f"--worker_timeout must be > 0, got {worker_timeout_s}")
+    task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
+    _configure_heartbeats(cluster, task.get("type"), worker_timeout_s)
     # Created before anything else touches the runtime: collectives must be
     # configured at program start.
     return tf.distribute.MultiWorkerMirroredStrategy()
@@ -113,3 +147,36 @@ def input_context(strategy):
       num_input_pipelines=strategy.num_replicas_in_sync // local,
       input_pipeline_id=worker_index(strategy),
       num_replicas_in_sync=strategy.num_replicas_in_sync)
+
+
+def lost_worker(strategy, error):
+  """A one-line error naming the worker whose loss caused `error`, or None.
+
+  When a worker dies or stops answering, the others' collectives fail with
+  an `UnavailableError` (or similar) whose long text names the task; this
+  turns it into one line that says which worker, at which address, and what
+  to do.
+  """
+  lost_types = (tf.errors.UnavailableError, tf.errors.AbortedError,
+                tf.errors.DeadlineExceededError, tf.errors.CancelledError)
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if (not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or
+      not isinstance(error, lost_types) or resolver is None):
+    return None
+  me = (resolver.task_type, resolver.task_id)
+  cluster = resolver.cluster_spec().as_dict()
+  text = str(error)
+  for job, task in re.findall(r"/job:(\w+)(?:/replica:\d+)?/task:(\d+)",
+                              text):
+    if (job, int(task)) == me:
+      continue
+    addresses = cluster.get(job, [])
+    address = (addresses[int(task)] if isinstance(addresses, list) and
+               int(task) < len(addresses) else "unknown address")
+    why = ("it stopped sending heartbeats" if "heartbeat" in text
+           else "its connection dropped")
+    return ConnectionError(
+        f"lost {job} {task} ({address}): {why}; this worker stops too. "
+        f"Restart every worker with the same command to resume from the "
+        f"last checkpoint")
+  return None

@@ -6,6 +6,10 @@ Flags say where and how the job runs; gin files say what is trained.
       --model_dir=runs/bert_lamb
 
 Run again with the same --model_dir to resume from its latest checkpoint.
+
+Exit codes: 0 done; 1 error (one line on stderr; --verbose for the
+traceback); 143 stopped on SIGTERM after saving a checkpoint at the step it
+was in (run the same command to resume); 130 interrupted.
 """
 
 import datetime
@@ -15,6 +19,8 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+
+from trainer import preemption
 
 flags.DEFINE_multi_string("gin_file", [], "Gin files; later ones override "
                           "earlier ones.")
@@ -33,6 +39,9 @@ flags.DEFINE_enum("strategy", "auto", ["auto", "one_device", "mirrored",
 flags.DEFINE_string("tpu", None, "Cloud TPU name or grpc:// address.")
 flags.DEFINE_float("tpu_timeout", 300.0, "Seconds to wait for the TPU to "
                    "answer before giving up.")
+flags.DEFINE_float("worker_timeout", 60.0, "Multi-worker: seconds a worker "
+                   "may go without a heartbeat before the others stop with "
+                   "an error naming it.")
 flags.DEFINE_integer("cpu_replicas", 1, "Split the CPU into this many logical "
                      "devices so mirrored training runs without a GPU.")
 flags.DEFINE_boolean("verbose", False, "Show tracebacks and TensorFlow logs.")
@@ -48,6 +57,9 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   try:
     return run()
+  except preemption.Preempted as e:
+    print(e, flush=True)
+    return preemption.EXIT_CODE
   except KeyboardInterrupt:
     print("interrupted", file=sys.stderr)
     return 130
@@ -73,7 +85,7 @@ def run():
   # before anything else starts TensorFlow's runtime.
   distribute.split_cpu(FLAGS.cpu_replicas)
   strategy = distribute.create_strategy(FLAGS.strategy, FLAGS.tpu,
-                                       FLAGS.tpu_timeout)
+                                       FLAGS.tpu_timeout, FLAGS.worker_timeout)
   from trainer import train as train_lib  # pylint: disable=g-import-not-at-top
   # `include` lines in configs resolve from the repository root too.
   gin.add_config_file_search_path(
@@ -83,8 +95,14 @@ def run():
       "runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
   print(f"model_dir: {model_dir}\n--- gin config ---\n{gin.config_str()}"
         f"------------------", flush=True)
-  metrics = train_lib.train(model_dir=model_dir, data_dir=FLAGS.data_dir,
-                            strategy=strategy)
+  try:
+    metrics = train_lib.train(model_dir=model_dir, data_dir=FLAGS.data_dir,
+                              strategy=strategy)
+  except Exception as e:  # pylint: disable=broad-except
+    lost = distribute.lost_worker(strategy, e)
+    if lost is None:
+      raise
+    raise lost from e
   print(f"done: eval mlm_accuracy {metrics['mlm_accuracy']:.4f}, "
         f"eval loss {metrics['loss']:.4f}; model_dir {model_dir}")
   return 0
