@@ -1,0 +1,238 @@
+"""Fault tolerance: kills, preemption, non-finite steps, damaged checkpoints,
+lost workers. Processes that must really die are `python -m trainer.main`
+subprocesses; the runs they are compared with are in-process."""
+
+import glob
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import data
+from test_trainer import _cli_args
+from test_trainer import _free_port
+from test_trainer import _losses
+from test_trainer import _run
+from test_trainer import ROOT
+from test_trainer import TINY_CORPUS
+from trainer import checkpointing
+from trainer import faults
+from trainer import preemption
+from trainer import train as train_lib
+
+# Dropout on, so that resuming must also continue its random stream; a log
+# line and a checkpoint every few steps, so that a kill lands between them.
+EXACT = ["train.deterministic = True", "BertEncoder.output_dropout = 0.1",
+         "BertEncoder.attention_dropout = 0.1", "train.steps_per_loop = 1",
+         "train.checkpoint_every_steps = 2"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("data"))
+  data.prepare_dataset(path, corpus=TINY_CORPUS, vocab_size=512,
+                       max_seq_length=32)
+  return path
+
+
+@pytest.fixture(scope="module")
+def reference(data_dir, tmp_path_factory):
+  """An uninterrupted run with the `EXACT` settings."""
+  path = tmp_path_factory.mktemp("reference")
+  _run(path, data_dir, *EXACT)
+  return path
+
+
+def _state(model_dir, prefix=None):
+  """Every saved tensor of a checkpoint but the iterator and save counter."""
+  reader = tf.train.load_checkpoint(
+      str(prefix or tf.train.latest_checkpoint(str(model_dir))))
+  return {k: reader.get_tensor(k)
+          for k, dtype in reader.get_variable_to_dtype_map().items()
+          if dtype != tf.variant and not k.startswith(
+              ("save_counter", "_CHECKPOINTABLE"))}
+
+
+def _assert_identical(a, b, losses=True):
+  """Weights, m/v slots, iterations, RNG and step equal bit for bit."""
+  sa, sb = _state(a), _state(b)
+  assert sa.keys() == sb.keys()
+  assert any("OPTIMIZER_SLOT" in k for k in sa)
+  assert any(k.startswith("dropout_rng/") for k in sa)
+  for k in sa:
+    np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
+  if losses:
+    assert _losses(a) == _losses(b)
+
+
+def _start(model_dir, data_dir, *bindings):
+  return subprocess.Popen(
+      [sys.executable, "-u", "-m", "trainer.main",
+       *_cli_args(model_dir, data_dir, *bindings)],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _signal_after(proc, marker, signum):
+  """Sends `signum` once `proc` prints a line starting with `marker`."""
+  lines = []
+  for line in proc.stdout:
+    lines.append(line)
+    if line.startswith(marker):
+      proc.send_signal(signum)
+      break
+  lines.append(proc.communicate(timeout=300)[0])
+  return "".join(lines)
+
+
+def test_sigkill_then_resume_equals_uninterrupted(
+    data_dir, reference, tmp_path, capsys):
+  out = _signal_after(_start(tmp_path, data_dir, *EXACT), "step 5/8",
+                      signal.SIGKILL)
+  assert "step 8/8" not in out, out
+  _run(tmp_path, data_dir, *EXACT)
+  assert "resumed from" in capsys.readouterr().out
+  _assert_identical(reference, tmp_path)
+
+
+def test_sigterm_saves_at_next_step_and_resumes(
+    data_dir, reference, tmp_path):
+  # Four steps per tf.function call: the stop must come inside the call.
+  bindings = EXACT + ["train.steps_per_loop = 4",
+                      "train.checkpoint_every_steps = 8"]
+  proc = _start(tmp_path, data_dir, *bindings)
+  start = time.time()
+  out = _signal_after(proc, "training ", signal.SIGTERM)
+  assert proc.returncode == preemption.EXIT_CODE, out
+  assert time.time() - start < 120
+  stopped = [l for l in out.splitlines() if l.startswith("stopped on SIGTERM")]
+  assert len(stopped) == 1, out
+  saved = tf.train.latest_checkpoint(str(tmp_path))
+  step = int(saved.rsplit("-", 1)[1])
+  assert 0 < step < 8 and step % 4, (step, out)  # Not a loop boundary.
+  assert saved in stopped[0]
+  _run(tmp_path, data_dir, *bindings)
+  _assert_identical(reference, tmp_path, losses=False)
+
+
+def _inject(monkeypatch, steps):
+  monkeypatch.setenv(faults.ENV, f"nonfinite_steps={steps}")
+
+
+def test_nonfinite_step_changes_nothing(data_dir, tmp_path, monkeypatch):
+  _inject(monkeypatch, "3")
+  _run(tmp_path, data_dir, "train.total_steps = 4", "train.steps_per_loop = 1",
+       "train.checkpoint_every_steps = 1", "train.keep_checkpoints = 4")
+  before, after, later = (_state(tmp_path, tmp_path / f"ckpt-{n}")
+                          for n in (2, 3, 4))
+  assert int(after["optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE"]) == 2
+  assert int(after["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 3
+  for k in before:
+    if not k.startswith(("step/", "skipped_steps/", "consecutive_skips/")):
+      np.testing.assert_array_equal(before[k], after[k], err_msg=k)
+  assert not np.array_equal(  # Training goes on after the skipped step.
+      after["optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE"],
+      later["optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE"])
+  with open(tmp_path / "metrics.jsonl") as f:
+    records = {r["step"]: r for r in map(json.loads, f) if "loss" in r}
+  assert [records[s]["skipped_steps"] for s in (1, 2, 3, 4)] == [0, 0, 1, 0]
+  assert records[4]["skipped_steps_total"] == 1
+
+
+def test_consecutive_nonfinite_steps_stop_the_run(
+    data_dir, tmp_path, monkeypatch):
+  _inject(monkeypatch, "3-100")
+  with pytest.raises(train_lib.TrainingError,
+                     match=r"3 consecutive non-finite steps \(steps 3 to 5\)"
+                     r".*at step 5.*ckpt-4"):
+    _run(tmp_path, data_dir, "train.steps_per_loop = 1",
+         "train.checkpoint_every_steps = 2", "train.max_consecutive_skips = 3")
+  kept = _state(tmp_path, tmp_path / "ckpt-4")
+  assert all(np.isfinite(v).all() for k, v in kept.items()
+             if k.startswith("model/"))
+
+
+def test_damaged_latest_checkpoint_falls_back(
+    data_dir, reference, tmp_path, capsys):
+  run = tmp_path / "run"
+  shutil.copytree(reference, run)
+  (run / "metrics.jsonl").unlink()
+  data_file = glob.glob(str(run / "ckpt-8.data-*"))[0]
+  with open(data_file, "r+b") as f:
+    f.truncate(os.path.getsize(data_file) // 2)
+  _run(run, data_dir, *EXACT)
+  warnings = [l for l in capsys.readouterr().out.splitlines()
+              if l.startswith("warning:")]
+  assert len(warnings) == 1 and "ckpt-8" in warnings[0], warnings
+  assert warnings[0].endswith("ckpt-6"), warnings
+  _assert_identical(reference, run, losses=False)
+  # When no checkpoint is intact, the run stops instead of starting afresh.
+  for path in glob.glob(str(run / "ckpt-*.data-*")):
+    with open(path, "r+b") as f:
+      f.truncate(10)
+  with pytest.raises(checkpointing.CheckpointError, match="no intact"):
+    checkpointing.newest_intact(str(run), warn=print)
+  # A lost pointer file does not mean starting from scratch either.
+  shutil.rmtree(run)
+  shutil.copytree(reference, run)
+  for garbage in ("garbage {", ""):
+    (run / "checkpoint").write_text(garbage)
+    assert checkpointing.newest_intact(str(run), warn=print).endswith("ckpt-8")
+
+
+def test_failed_save_is_clear_and_keeps_checkpoints(tmp_path):
+  weights = tf.Variable(tf.zeros([300_000]))  # 1.2 MB.
+  manager = tf.train.CheckpointManager(
+      tf.train.Checkpoint(weights=weights), str(tmp_path), max_to_keep=2)
+  checkpointing.save([manager], 1)
+  weights.assign_add(tf.ones_like(weights))
+  # A disk that takes no more than 200 kB per file, like a full one: the
+  # write of checkpoint 2 fails with EFBIG.
+  soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+  resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))
+  try:
+    with pytest.raises(checkpointing.CheckpointError,
+                       match=r"cannot save checkpoint 2 .*intact: .*ckpt-1"):
+      checkpointing.save([manager], 2)
+  finally:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+  assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-1")
+  assert checkpointing.problem(str(tmp_path / "ckpt-1")) is None
+  assert not glob.glob(str(tmp_path / "ckpt-2*")), os.listdir(tmp_path)
+
+
+def test_lost_worker_ends_the_job_in_bounded_time(data_dir, tmp_path):
+  ports = [_free_port(), _free_port()]
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  args = [sys.executable, "-u", "-m", "trainer.main", "--worker_timeout=5",
+          *_cli_args(tmp_path, data_dir, "train.total_steps = 1000",
+                     "train.steps_per_loop = 1")]
+  procs = [subprocess.Popen(
+      args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      text=True, env={**os.environ, "TF_CONFIG": json.dumps(
+          {"cluster": cluster, "task": {"type": "worker", "index": i}})})
+           for i in range(2)]
+  try:
+    for line in procs[0].stdout:
+      if line.startswith("step 2/"):
+        break
+    procs[1].kill()
+    killed = time.time()
+    out = procs[0].communicate(timeout=60)[0]
+    elapsed = time.time() - killed
+  finally:
+    for p in procs:
+      p.kill()
+      p.wait()
+  assert procs[0].returncode == 1, out
+  assert elapsed < 5 + 20, elapsed
+  errors = [l for l in out.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and "Traceback" not in out, out
+  assert f"lost worker 1 (127.0.0.1:{ports[1]})" in errors[0], errors
