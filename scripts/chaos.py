@@ -1,0 +1,343 @@
+r"""Fault injection: kills, preemption, damaged checkpoints, non-finite steps.
+
+Trains the tiny config (`configs/tiny.gin` on tests/testdata/tiny_corpus.txt,
+12 steps, dropout on, `train.deterministic=True`, a checkpoint every step)
+again and again under faults, restarts each faulted run with the same command
+until it finishes, and compares the result with an uninterrupted reference:
+
+  python scripts/chaos.py --trials 20
+
+takes about 25 minutes on 2 idle CPU cores (each `python -m trainer.main`
+start costs ~20 s of CPU; a trial runs 1-3 of them) and prints one line per
+trial, then a table. The faults, taken in turn:
+
+  sigkill       SIGKILL at a random moment: start-up, training, eval, save.
+  sigkill_save  SIGKILL while a checkpoint is being written (seen as the
+                temporary files of TensorFlow's writer: `ckpt-N_temp`,
+                `*.tempstate*`, `checkpoint.tmp*`).
+  sigterm       SIGTERM at a random moment: expect exit 143 after a
+                checkpoint at the step it was in (or -15 during start-up,
+                before training, or 0 when it came after the end).
+  corrupt       SIGKILL mid-run, then damage the newest checkpoint (truncate
+                or flip a byte of its data, truncate its index, delete its
+                data, or garble the `checkpoint` pointer file); the restart
+                must say so in a line and resume from the newest intact one.
+  nonfinite     NaN gradients at steps 3 and 7 (through the test-only
+                TRAINER_INJECT_FAULTS hook) plus a SIGKILL; compared with a
+                reference run with the same NaN steps.
+
+A trial "resumed exactly" when its final checkpoint (weights, m/v slots,
+iterations, dropout RNG, step) and every logged loss equal the reference's
+bit for bit. It "lost work" when they differ, when it does not finish, or
+when a restart began earlier than the newest intact checkpoint it had.
+Other failed checks (a wrong exit code, a damaged checkpoint not reported)
+are counted too. Exits 1 on any loss or failed check.
+"""
+
+import argparse
+import collections
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np
+import tensorflow as tf
+
+import data
+from trainer import checkpointing
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+CORPUS = os.path.join(ROOT, "tests", "testdata", "tiny_corpus.txt")
+BINDINGS = [
+    f'dataset.corpus = "{CORPUS}"', "dataset.vocab_size = 512",
+    "dataset.max_seq_length = 32", "dataset.max_predictions_per_seq = 5",
+    "train.total_steps = 12", "train.steps_per_loop = 1",
+    "train.checkpoint_every_steps = 1", "train.eval_every_steps = 6",
+    "train.deterministic = True", "BertEncoder.output_dropout = 0.1",
+    "BertEncoder.attention_dropout = 0.1"]
+KINDS = ("sigkill", "sigkill_save", "sigterm", "corrupt", "nonfinite")
+DAMAGE = ("truncate_data", "flip_data", "truncate_index", "delete_data",
+          "garble_pointer")
+NONFINITE = "nonfinite_steps=3,7"
+MAX_STARTS = 4
+
+
+class Run:
+  """One `python -m trainer.main` process, its output going to a log file."""
+
+  def __init__(self, model_dir, data_dir, log, faults=None):
+    env = dict(os.environ)
+    env.pop("TRAINER_INJECT_FAULTS", None)
+    if faults:
+      env["TRAINER_INJECT_FAULTS"] = faults
+    self.log = log
+    self.started = time.time()
+    with open(log, "w") as out:
+      self.proc = subprocess.Popen(
+          [sys.executable, "-m", "trainer.main",
+           f"--gin_file={os.path.join(ROOT, 'configs', 'tiny.gin')}",
+           f"--model_dir={model_dir}", f"--data_dir={data_dir}"] +
+          [f"--gin_bindings={b}" for b in BINDINGS],
+          cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+  def wait_for(self, marker):
+    """Seconds from the start until the log shows `marker` (None: ended)."""
+    while self.proc.poll() is None:
+      with open(self.log) as f:
+        if marker in f.read():
+          return time.time() - self.started
+      time.sleep(0.01)
+    return None
+
+  def signal_after(self, marker, seconds, signum):
+    """Sends `signum` `seconds` after the log shows `marker` (None: after
+    the start); returns False when the run had ended by then."""
+    if marker and self.wait_for(marker) is None:
+      return False
+    deadline = time.time() + seconds
+    while time.time() < deadline and self.proc.poll() is None:
+      time.sleep(0.005)
+    if self.proc.poll() is not None:
+      return False
+    self.proc.send_signal(signum)
+    return True
+
+  def kill_during_save(self, model_dir):
+    """SIGKILLs the run as soon as a checkpoint write is seen under way."""
+    while self.proc.poll() is None:
+      try:
+        names = os.listdir(model_dir)
+      except FileNotFoundError:
+        names = []
+      if any(m in n for n in names for m in ("_temp", "tempstate", ".tmp")):
+        self.proc.kill()
+        return True
+      time.sleep(0.0005)
+    return False
+
+  def wait(self):
+    self.proc.wait(timeout=900)
+    with open(self.log) as f:
+      return self.proc.returncode, f.read()
+
+
+def _checkpoint_steps(model_dir):
+  """Steps of the checkpoints the pointer file lists (all, if unreadable)."""
+  try:
+    state = tf.train.get_checkpoint_state(model_dir)
+  except ValueError:  # An empty pointer file.
+    state = None
+  paths = (list(state.all_model_checkpoint_paths) if state else
+           [p[:-len(".index")] for p in tf.io.gfile.glob(
+               os.path.join(model_dir, "ckpt-*.index"))])
+  return {int(p.rsplit("-", 1)[1]): p for p in paths}
+
+
+def _damage(model_dir, how, rng):
+  """Damages the newest checkpoint; returns its step (None: the pointer)."""
+  steps = _checkpoint_steps(model_dir)
+  step = max(steps)
+  prefix = os.path.join(model_dir, f"ckpt-{step}")
+  data = prefix + ".data-00000-of-00001"
+  if how == "truncate_data":
+    os.truncate(data, os.path.getsize(data) // 2)
+  elif how == "flip_data":
+    with open(data, "r+b") as f:
+      f.seek(rng.randrange(os.path.getsize(data)))
+      byte = f.read(1)
+      f.seek(-1, os.SEEK_CUR)
+      f.write(bytes([byte[0] ^ 0xFF]))
+  elif how == "truncate_index":
+    os.truncate(prefix + ".index", os.path.getsize(prefix + ".index") // 2)
+  elif how == "delete_data":
+    os.remove(data)
+  else:
+    with open(os.path.join(model_dir, "checkpoint"), "w") as f:
+      f.write("model_checkpoint_path: \"ckpt-")  # Cut short.
+    return None
+  return step
+
+
+def _state(model_dir):
+  """Every tensor of the latest checkpoint but the iterator and counter."""
+  reader = tf.train.load_checkpoint(model_dir)
+  return {k: reader.get_tensor(k)
+          for k, dtype in reader.get_variable_to_dtype_map().items()
+          if dtype != tf.variant and not k.startswith(
+              ("save_counter", "_CHECKPOINTABLE"))}
+
+
+def _records(model_dir):
+  with open(os.path.join(model_dir, "metrics.jsonl")) as f:
+    return [{k: v for k, v in r.items()
+             if k not in ("time", "examples_per_second")}
+            for r in map(json.loads, f)]
+
+
+def _same(model_dir, reference):
+  """Whether a finished run equals the reference bit for bit."""
+  a, b = _state(model_dir), _state(reference)
+  return (a.keys() == b.keys() and
+          all(np.array_equal(a[k], b[k]) for k in a) and
+          _records(model_dir) == _records(reference))
+
+
+def _resumed_step(out):
+  match = re.search(r"resumed from \S+ at step (\d+)", out)
+  return int(match.group(1)) if match else 0
+
+
+def trial(kind, index, work, data_dir, references, rng):
+  """Runs one faulted run to the end and checks it against its reference.
+
+  Returns:
+    (delivered, exact, lost, note, problems, starts).
+  """
+  model_dir = os.path.join(work, f"trial{index:03d}_{kind}")
+  faults = NONFINITE if kind == "nonfinite" else None
+  reference, (start_s, train_s) = references[faults]
+  run = Run(model_dir, data_dir, model_dir + ".0.log", faults)
+  problems = []
+  expected = 0  # The step the next start must resume from, at least.
+  signum = signal.SIGTERM if kind == "sigterm" else signal.SIGKILL
+  if kind == "sigkill_save":
+    delivered = run.kill_during_save(model_dir)
+  elif kind == "corrupt":  # Once older checkpoints exist to fall back to.
+    delivered = run.signal_after("step 3/", rng.uniform(0, train_s / 2),
+                                 signum)
+  elif rng.random() < 0.25:  # Any moment, start-up included.
+    delivered = run.signal_after(None, rng.uniform(0, start_s + train_s),
+                                 signum)
+  else:  # A moment while it trains, evaluates or saves.
+    delivered = run.signal_after("step 1/", rng.uniform(0, train_s), signum)
+  code, out = run.wait()
+  note = ""
+  if kind == "sigterm" and delivered:
+    stop = re.search(r"stopped on SIGTERM after step (\d+)", out)
+    if code == 143 and stop:
+      expected = int(stop.group(1))
+      note = f"exit 143 at step {expected}"
+    elif code in (0, -signal.SIGTERM):
+      note = f"exit {code} (outside training)"
+    else:
+      problems.append(f"SIGTERM gave exit {code}")
+  damaged = None
+  if kind == "corrupt" and code != 0:
+    if len(_checkpoint_steps(model_dir)) >= 2:
+      how = DAMAGE[index // len(KINDS) % len(DAMAGE)]
+      damaged = _damage(model_dir, how, rng)
+      note = how
+      if damaged and checkpointing.problem(
+          os.path.join(model_dir, f"ckpt-{damaged}")) is None:
+        note += " (landed where no check can see it: harmless)"
+        damaged, delivered = None, False
+    else:
+      delivered = False
+  starts = 1
+  while code != 0 and starts < MAX_STARTS:
+    # The newest listed checkpoint that TensorFlow's reader accepts in full.
+    expected = max([expected] + [
+        s for s, prefix in _checkpoint_steps(model_dir).items()
+        if s != damaged and checkpointing.problem(prefix) is None])
+    run = Run(model_dir, data_dir, f"{model_dir}.{starts}.log", faults)
+    code, out = run.wait()
+    starts += 1
+    if _resumed_step(out) < expected:
+      problems.append(f"restart {starts - 1} began at step "
+                      f"{_resumed_step(out)}, not {expected}")
+    if starts == 2 and kind == "corrupt" and delivered:
+      if not any(l.startswith("warning:") for l in out.splitlines()):
+        problems.append("damage not reported")
+  finished = code == 0
+  exact = finished and _same(model_dir, reference)
+  lost = not exact or any("began at step" in p for p in problems)
+  if not finished:
+    problems.append(f"did not finish: exit {code}, see {run.log}")
+  elif not exact:
+    problems.append("result differs from the reference")
+  return delivered, exact and not lost, lost, note, problems, starts
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--trials", type=int, default=20)
+  parser.add_argument("--seed", type=int, default=0,
+                      help="Seeds the choice of fault moments.")
+  parser.add_argument("--work_dir", default=None,
+                      help="Where runs go (default: a temporary directory, "
+                      "removed at the end unless --keep).")
+  parser.add_argument("--keep", action="store_true")
+  args = parser.parse_args()
+  if args.trials < 1:
+    parser.error("--trials must be >= 1")
+  rng = random.Random(args.seed)
+  work = args.work_dir or tempfile.mkdtemp(prefix="chaos_")
+  os.makedirs(work, exist_ok=True)
+  data_dir = os.path.join(work, "data")
+  data.prepare_dataset(data_dir, corpus=CORPUS, vocab_size=512,
+                       max_seq_length=32)
+
+  references = {}
+  for faults in (None, NONFINITE):
+    path = os.path.join(work, f"reference{'_nonfinite' if faults else ''}")
+    shutil.rmtree(path, ignore_errors=True)
+    run = Run(path, data_dir, path + ".log", faults)
+    start_s = run.wait_for("step 1/")
+    code, _ = run.wait()
+    if code != 0 or start_s is None:
+      sys.exit(f"error: the reference run failed (exit {code}); see "
+               f"{run.log}")
+    train_s = time.time() - run.started - start_s
+    references[faults] = (path, (start_s, train_s))
+    print(f"reference{' with NaN steps' if faults else ''}: first step "
+          f"after {start_s:.0f} s, then {train_s:.1f} s", flush=True)
+
+  rows = collections.defaultdict(collections.Counter)
+  failures = []
+  for i in range(args.trials):
+    kind = KINDS[i % len(KINDS)]
+    delivered, exact, lost, note, problems, starts = trial(
+        kind, i, work, data_dir, references, rng)
+    row = rows[kind]
+    row["trials"] += 1
+    row["delivered"] += delivered
+    row["exact"] += exact
+    row["lost"] += lost
+    row["failed"] += bool(problems) and not lost
+    failures += [f"trial {i} ({kind}): {p}" for p in problems]
+    status = "exact" if exact else "LOST" if lost else "FAILED"
+    print(f"trial {i:3d} {kind:13s} {'fault' if delivered else 'missed':6s} "
+          f"{starts} start(s)  {status}  {note}", flush=True)
+
+  header = ("fault", "trials", "delivered", "resumed exactly", "lost work",
+            "other failed checks")
+  print("\n| " + " | ".join(header) + " |")
+  print("|" + "|".join("---" for _ in header) + "|")
+  total = collections.Counter()
+  for kind in KINDS:
+    if kind in rows:
+      total.update(rows[kind])
+      r = rows[kind]
+      print(f"| {kind} | {r['trials']} | {r['delivered']} | {r['exact']} | "
+            f"{r['lost']} | {r['failed']} |")
+  print(f"| all | {total['trials']} | {total['delivered']} | "
+        f"{total['exact']} | {total['lost']} | {total['failed']} |")
+  for line in failures:
+    print(line)
+  if not args.keep and not args.work_dir:
+    shutil.rmtree(work, ignore_errors=True)
+  return 1 if total["lost"] or total["failed"] else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
