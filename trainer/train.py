@@ -183,6 +183,12 @@ def train(model_dir, data_dir=None, strategy=None, *,
 
   if deterministic:
     tf.config.experimental.enable_op_determinism()
+  if grad_accumulation_steps > 1:
+    # Grappler's arithmetic optimizer intermittently fails on the gradient
+    # sums of the accumulation loop ("AlreadyExistsError ... AddOpsRewrite
+    # .../tmp_var"); the sums are plain adds, so nothing is lost without it.
+    tf.config.optimizer.set_experimental_options(
+        {"arithmetic_optimization": False})
   tf_keras.utils.set_random_seed(seed)
   # Dropout draws from a tf.random.Generator whose state is a variable that
   # the checkpoint saves, so a resumed run continues the same random stream.
