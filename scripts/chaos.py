@@ -11,11 +11,13 @@ takes about 25 minutes on 2 idle CPU cores (each `python -m trainer.main`
 start costs ~20 s of CPU; a trial runs 1-3 of them) and prints one line per
 trial, then a table. The faults, taken in turn:
 
-  sigkill       SIGKILL at a random moment: start-up, training, eval, save.
+  sigkill       SIGKILL at a random moment: during start-up (a quarter of
+                the trials) or shortly after a random step's log line, i.e.
+                in the next step, an eval or a save.
   sigkill_save  SIGKILL while a checkpoint is being written (seen as the
                 temporary files of TensorFlow's writer: `ckpt-N_temp`,
                 `*.tempstate*`, `checkpoint.tmp*`).
-  sigterm       SIGTERM at a random moment: expect exit 143 after a
+  sigterm       SIGTERM at such a moment: expect exit 143 after a
                 checkpoint at the step it was in (or -15 during start-up,
                 before training, or 0 when it came after the end).
   corrupt       SIGKILL mid-run, then damage the newest checkpoint (truncate
@@ -69,6 +71,7 @@ KINDS = ("sigkill", "sigkill_save", "sigterm", "corrupt", "nonfinite")
 DAMAGE = ("truncate_data", "flip_data", "truncate_index", "delete_data",
           "garble_pointer")
 NONFINITE = "nonfinite_steps=3,7"
+STEPS = 12  # train.total_steps above.
 MAX_STARTS = 4
 
 
@@ -210,16 +213,17 @@ def trial(kind, index, work, data_dir, references, rng):
   problems = []
   expected = 0  # The step the next start must resume from, at least.
   signum = signal.SIGTERM if kind == "sigterm" else signal.SIGKILL
+  # A moment while it trains, evaluates or saves: a random time into the
+  # step after a random one (the time of a step is measured by the
+  # reference run; the first one includes tracing).
+  after = f"step {rng.randint(3 if kind == 'corrupt' else 1, STEPS)}/"
+  delay = rng.uniform(0, 2 * train_s / STEPS)
   if kind == "sigkill_save":
     delivered = run.kill_during_save(model_dir)
-  elif kind == "corrupt":  # Once older checkpoints exist to fall back to.
-    delivered = run.signal_after("step 3/", rng.uniform(0, train_s / 2),
-                                 signum)
-  elif rng.random() < 0.25:  # Any moment, start-up included.
-    delivered = run.signal_after(None, rng.uniform(0, start_s + train_s),
-                                 signum)
-  else:  # A moment while it trains, evaluates or saves.
-    delivered = run.signal_after("step 1/", rng.uniform(0, train_s), signum)
+  elif kind != "corrupt" and rng.random() < 0.25:  # During start-up.
+    delivered = run.signal_after(None, rng.uniform(0, start_s), signum)
+  else:
+    delivered = run.signal_after(after, delay, signum)
   code, out = run.wait()
   note = ""
   if kind == "sigterm" and delivered:
