@@ -119,7 +119,9 @@ def test_bucketed_training_same_on_one_device_and_mirrored(data_dir,
   one = _train(tmp_path / "one", data_dir,
                tf.distribute.OneDeviceStrategy("/cpu:0"))
   two = _train(tmp_path / "two", data_dir,
-               tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+               tf.distribute.MirroredStrategy(
+                   ["/cpu:0", "/cpu:1"],
+                   cross_device_ops=tf.distribute.ReductionToOneDevice()))
   assert one.keys() == two.keys() and len(one) > 10
   for k in one:
     np.testing.assert_allclose(one[k], two[k], rtol=1e-5, atol=1e-5,

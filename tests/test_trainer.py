@@ -38,6 +38,14 @@ def _parse(*bindings, gin_file="configs/tiny.gin"):
       [os.path.join(ROOT, gin_file)], TINY_DATA + list(bindings))
 
 
+def _mirrored():
+  # Two logical CPUs. As in `trainer.distribute`, CPU replicas reduce through
+  # one device rather than collective ops.
+  return tf.distribute.MirroredStrategy(
+      ["/cpu:0", "/cpu:1"],
+      cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
 def _run(model_dir, data_dir, *bindings, strategy=None):
   _parse(*bindings)
   strategy = strategy or tf.distribute.OneDeviceStrategy("/cpu:0")
@@ -117,7 +125,7 @@ def test_loss_drops(data_dir, tmp_path):
 def test_one_device_equals_mirrored(data_dir, tmp_path):
   _run(tmp_path / "one", data_dir, "train.deterministic = True")
   _run(tmp_path / "two", data_dir, "train.deterministic = True",
-       strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+       strategy=_mirrored())
   _assert_same(tmp_path / "one", tmp_path / "two", rtol=1e-5)
 
 
@@ -194,7 +202,7 @@ def test_multi_worker_matches_single_process(data_dir, tmp_path):
   assert all(p.returncode == 0 for p in procs), outs
   assert "2 replica(s)" in outs[0]
   _run(tmp_path / "single", data_dir,
-       strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+       strategy=_mirrored())
   _assert_same(tmp_path / "mw", tmp_path / "single", rtol=1e-5)
 
 

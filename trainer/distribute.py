@@ -111,8 +111,14 @@ def create_strategy(name="auto", tpu=None, tpu_timeout_s=300.0,
     many = len(gpus) > 1 or (not gpus and len(cpus) > 1)
     name = "mirrored" if many else "one_device"
   if name == "mirrored":
-    devices = [d.name for d in (gpus or cpus)]
-    return tf.distribute.MirroredStrategy(devices)
+    if gpus:
+      return tf.distribute.MirroredStrategy([d.name for d in gpus])
+    # Logical CPUs reduce through one device: TF 2.20's collective ops can
+    # launch in a different order on two CPU devices of one process, which
+    # aborts the step with a shape mismatch between collective instances.
+    return tf.distribute.MirroredStrategy(
+        [d.name for d in cpus],
+        cross_device_ops=tf.distribute.ReductionToOneDevice())
   return tf.distribute.OneDeviceStrategy(
       gpus[0].name if gpus else cpus[0].name)
 
