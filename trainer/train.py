@@ -472,6 +472,10 @@ def train(model_dir, data_dir=None, strategy=None, *,
       skipped = int(skipped)
       loop_metrics = model_lib.summarize(
           dict(zip(model_lib.METRIC_SUMS, totals)))
+      # Trust ratios describe the loop's last update; a loop of skipped
+      # steps has none (and LAMB's record of earlier ones is not saved).
+      norms = {k: v for k, v in norms.items()
+               if done > skipped or not k.startswith("trust_ratio_")}
       loop_metrics.update(
           learning_rate=float(lr_schedule(tf.maximum(opt.iterations - 1, 0))),
           grad_norm=float(norm_sum) / max(done - skipped, 1),
