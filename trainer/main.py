@@ -20,6 +20,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from trainer import allocator
 from trainer import preemption
 
 flags.DEFINE_multi_string("gin_file", [], "Gin files; later ones override "
@@ -55,6 +56,8 @@ def main(argv):
   if not FLAGS.verbose:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.set_verbosity(logging.WARNING)
+  # Before TensorFlow starts its threads (see trainer/allocator.py).
+  allocator.limit_arenas()
   try:
     return run()
   except preemption.Preempted as e:
