@@ -48,28 +48,37 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", None,
-                    "Where the dataset is built once and read (default "
-                    "~/bert_lamb_data).")
-flags.DEFINE_string("work_dir", None, "Exported TFRecords and the runs' "
-                    "model dirs; a temporary directory, removed at the end, "
-                    "when unset.")
-flags.DEFINE_list("sizes", ["tiny", "mini"], "Model sizes to compare.")
-flags.DEFINE_integer("steps", None, "Training steps per run (default: "
-                     "300 for tiny, 150 for mini).")
-flags.DEFINE_integer("steps_per_loop", 50, "Steps per host loop and log "
-                     "record, for both trainers.")
-flags.DEFINE_integer("repeats", 2, "Runs of each trainer, alternating.")
-flags.DEFINE_float("peak_learning_rate", 1e-2,
-                   "The Model Garden's initial_learning_rate of the decay "
-                   "(configs/bert_lamb.gin's peak).")
-flags.DEFINE_float("warmup_fraction", 0.05, "Warmup steps / total steps.")
-flags.DEFINE_integer("eval_batches", 20, "Validation batches evaluated at "
-                     "the end (fewer if the split is smaller).")
-flags.DEFINE_boolean("quick", False, "Smoke run: the tiny model on the "
-                     "tiny test corpus for a few steps, one run each, both "
-                     "trainers at once.")
-flags.DEFINE_string("out", None, "Also write the report (markdown) here.")
+
+
+def define_flags():
+  """Defines the script's flags.
+
+  Called only when run as a script: importing this module (as its test does)
+  must not clash with other scripts' flags of the same names.
+  """
+  flags.DEFINE_string("data_dir", None,
+                      "Where the dataset is built once and read (default "
+                      "~/bert_lamb_data).")
+  flags.DEFINE_string("work_dir", None, "Exported TFRecords and the runs' "
+                      "model dirs; a temporary directory, removed at the end, "
+                      "when unset.")
+  flags.DEFINE_list("sizes", ["tiny", "mini"], "Model sizes to compare.")
+  flags.DEFINE_integer("steps", None, "Training steps per run (default: "
+                       "300 for tiny, 150 for mini).")
+  flags.DEFINE_integer("steps_per_loop", 50, "Steps per host loop and log "
+                       "record, for both trainers.")
+  flags.DEFINE_integer("repeats", 2, "Runs of each trainer, alternating.")
+  flags.DEFINE_float("peak_learning_rate", 1e-2,
+                     "The Model Garden's initial_learning_rate of the decay "
+                     "(configs/bert_lamb.gin's peak).")
+  flags.DEFINE_float("warmup_fraction", 0.05, "Warmup steps / total steps.")
+  flags.DEFINE_integer("eval_batches", 20, "Validation batches evaluated at "
+                       "the end (fewer if the split is smaller).")
+  flags.DEFINE_boolean("quick", False, "Smoke run: the tiny model on the "
+                       "tiny test corpus for a few steps, one run each, both "
+                       "trainers at once.")
+  flags.DEFINE_string("out", None, "Also write the report (markdown) here.")
+
 
 # Model sizes: (layers, hidden, heads, FFN) and default steps per run.
 SIZES = {
@@ -487,4 +496,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
