@@ -1,11 +1,9 @@
 """BERT pretraining with LAMB under any `tf.distribute` strategy.
 
-One optimizer step sees `global_batch_size` examples: each replica gets
-`global_batch_size / num_replicas` of them in one batch from the input
-pipeline, splits it into `grad_accumulation_steps` micro-batches, and sums
-their gradients; then the replicas' gradients are all-reduced once, clipped,
-checked for NaN/Inf and applied. `steps_per_loop` such steps run inside one
-`tf.function` call (the TPU host-loop pattern) between logging boundaries.
+`train` builds the data, the model, the optimizer and the checkpoint, then
+alternates host loops of `steps_per_loop` optimizer steps (`trainer/step.py`,
+where the gradients are computed, all-reduced and applied) with logging,
+evaluation and checkpointing at loop boundaries.
 
 Checkpoint contents and restore order: `tf.train.Checkpoint(model, optimizer,
 step, train_iterator, dropout_rng, consecutive_skips, skipped_steps)`. On
@@ -34,11 +32,11 @@ import data
 from lamb import LAMB
 from trainer import checkpointing
 from trainer import distribute
-from trainer import faults
 from trainer import model as model_lib
 from trainer import preemption
 from trainer import reporting
 from trainer import schedule as schedule_lib
+from trainer import step as step_lib
 
 gin.external_configurable(LAMB, "LAMB", module="lamb")
 
@@ -236,12 +234,6 @@ def train(model_dir, data_dir=None, strategy=None, *,
                                     multiple=bucket_width))
     return ds
 
-  def to_replicas(host_batch):
-    return strategy.experimental_distribute_values_from_function(
-        lambda ctx: tf.nest.map_structure(
-            lambda x: x[ctx.replica_id_in_sync_group % local_replicas],
-            host_batch))
-
   train_data = make_dataset("train", global_batch_size)
   eval_data = make_dataset("validation", micro_batch)
 
@@ -253,14 +245,8 @@ def train(model_dir, data_dir=None, strategy=None, *,
     opt = optimizer(learning_rate=lr_schedule)
     if mixed_precision == "float16":
       opt = tf_keras.mixed_precision.LossScaleOptimizer(opt)
-    step = tf.Variable(0, dtype=tf.int64, trainable=False,
-                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-    consecutive_skips = tf.Variable(
-        0, dtype=tf.int64, trainable=False,
-        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-    skipped_total = tf.Variable(
-        0, dtype=tf.int64, trainable=False,
-        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+    step, consecutive_skips, skipped_total = (
+        step_lib.new_counter() for _ in range(3))
     # Dropout draws from tf.random.Generators whose state tf_keras leaves out
     # of checkpoints; saving them makes a resumed run continue each random
     # stream instead of restarting it.
@@ -310,131 +296,15 @@ def train(model_dir, data_dir=None, strategy=None, *,
   manager = managers[0]
   reporter = reporting.Reporter(model_dir, total_steps, chief)
 
-  # Normalizers of the global batch's loss, known before the backward pass:
-  # the MLM loss is averaged over all masked positions of the global batch
-  # and NSP over its examples. Each replica divides its (micro-)batch sums by
-  # these global counts, so the SUM of all replicas' and micro-batches'
-  # gradients is exactly the gradient of the global-batch loss, however the
-  # batch is split. That is why gradients are summed, not averaged, below.
-  def compute_grads(batch, mlm_denominator):
-    with tf.GradientTape() as tape:
-      outputs = model(batch, training=True)
-      sums = model_lib.metric_sums(batch, outputs)
-      loss = (sums["mlm_loss_sum"] / mlm_denominator +
-              sums["nsp_loss_sum"] / global_batch_size)
-      if mixed_precision == "float16":
-        loss = opt.get_scaled_loss(loss)
-    # Embedding gradients come as IndexedSlices; dense sums accumulate
-    # across micro-batches and all-reduce as one list.
-    grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
-    return grads, tf.stack([sums[k] for k in model_lib.METRIC_SUMS])
-
-  if jit_compile:
-    compute_grads = tf.function(compute_grads, jit_compile=True)
-
-  def apply_if(ok, grads):
-    """Applies `grads` only where `ok`: a skipped step changes nothing."""
-    def apply():
-      return opt.apply_gradients(zip(grads, variables),
-                                 experimental_aggregate_gradients=False)
-    if isinstance(opt, tf_keras.mixed_precision.LossScaleOptimizer):
-      return apply()  # Skips non-finite steps itself, adjusting the scale.
-    if tf.__internal__.distribute.strategy_supports_no_merge_call():
-      return tf.cond(ok, lambda: tf.group(apply()), tf.no_op)
-
-    # MirroredStrategy cannot `merge_call` (as apply_gradients does) inside
-    # a cond branch in replica context, so the cond runs in cross-replica
-    # context, as tf_keras's LossScaleOptimizer does.
-    def cross_replica(distribution, ok, grads):
-      ok = distribution.experimental_local_results(ok)[0]
-      def apply_each():
-        return distribution.extended.call_for_each_replica(
-            lambda g: opt.apply_gradients(
-                zip(g, variables), experimental_aggregate_gradients=False),
-            args=(grads,))
-      return tf.cond(ok, lambda: tf.group(apply_each()), tf.no_op)
-    return tf.distribute.get_replica_context().merge_call(
-        cross_replica, args=(ok, grads))
-
-  def replica_step(batch, stop):
-    ctx = tf.distribute.get_replica_context()
-    # One small all-reduce gives every replica the global count of masked
-    # positions and how many replicas were asked to stop (SIGTERM on any
-    # worker), so that all of them stop after this same step.
-    counts = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.stack([
-        tf.reduce_sum(tf.cast(batch["masked_lm_weights"], tf.float32)),
-        tf.cast(stop, tf.float32)]))
-    mlm_denominator = counts[0]
-    k = grad_accumulation_steps
-    if k == 1:
-      grads, sums = compute_grads(batch, mlm_denominator)
-    else:
-      micro = tf.nest.map_structure(
-          lambda x: tf.reshape(x, [k, -1] + x.shape[1:].as_list()), batch)
-      grads = [tf.zeros_like(v) for v in variables]
-      sums = tf.zeros([len(model_lib.METRIC_SUMS)])
-      for i in tf.range(k):
-        g, s = compute_grads(tf.nest.map_structure(lambda x: x[i], micro),
-                             mlm_denominator)
-        grads = [a + b for a, b in zip(grads, g)]
-        sums += s
-    # The one cross-replica all-reduce of the step (a SUM, see above).
-    grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-    grads = faults.poison_gradients(grads, step)  # Only under test.
-    if mixed_precision == "float16":
-      grads = opt.get_unscaled_gradients(grads)
-    grad_norm = tf.linalg.global_norm(grads)
-    if clip_global_norm:
-      grads, _ = tf.clip_by_global_norm(grads, clip_global_norm,
-                                        use_norm=grad_norm)
-    # The norm is computed from the all-reduced gradients, so every replica
-    # takes the same branch. A NaN/Inf loss makes the gradients non-finite.
-    ok = tf.math.is_finite(grad_norm)
-    apply_if(ok, grads)
-    return sums, grad_norm, ok, counts[1] > 0
-
-  @tf.function
-  def train_loop(iterator, num_steps):
-    totals = tf.zeros([len(model_lib.METRIC_SUMS)])
-    norm_sum = tf.constant(0.0)
-    skipped = tf.constant(0, tf.int64)
-    stopped = tf.constant(False)
-    for _ in tf.range(num_steps):
-      sums, grad_norm, ok, stop = strategy.run(
-          replica_step, args=(to_replicas(next(iterator)),
-                              stop_requested.read_value()))
-      totals += strategy.reduce("SUM", sums, axis=None)
-      ok = strategy.experimental_local_results(ok)[0]
-      grad_norm = strategy.experimental_local_results(grad_norm)[0]
-      step.assign_add(1)
-      skip = 1 - tf.cast(ok, tf.int64)
-      skipped += skip
-      skipped_total.assign_add(skip)
-      consecutive_skips.assign((consecutive_skips + skip) * skip)
-      norm_sum += tf.where(ok, grad_norm, 0.0)
-      if consecutive_skips >= max_consecutive_skips:
-        break
-      stopped = strategy.experimental_local_results(stop)[0]
-      if stopped:
-        break
-    norms = dict(param_norm=tf.linalg.global_norm(variables))
-    lamb = getattr(opt, "inner_optimizer", opt)
-    if hasattr(lamb, "trust_ratio_stats"):
-      norms.update({f"trust_ratio_{k}": v
-                    for k, v in lamb.trust_ratio_stats().items()})
-    return totals, norm_sum, skipped, norms, stopped
-
-  @tf.function
-  def eval_loop(iterator, num_steps):
-    def eval_step(batch):
-      outputs = model(batch, training=False)
-      sums = model_lib.metric_sums(batch, outputs)
-      return tf.stack([sums[k] for k in model_lib.METRIC_SUMS])
-    totals = tf.zeros([len(model_lib.METRIC_SUMS)])
-    for _ in tf.range(num_steps):
-      totals += strategy.reduce("SUM", strategy.run(
-          eval_step, args=(to_replicas(next(iterator)),)), axis=None)
-    return totals
+  counters = step_lib.Counters(step, consecutive_skips, skipped_total,
+                               stop_requested)
+  train_loop = step_lib.make_train_loop(
+      strategy, model, opt, variables, counters,
+      global_batch_size=global_batch_size,
+      grad_accumulation_steps=grad_accumulation_steps,
+      clip_global_norm=clip_global_norm, jit_compile=jit_compile,
+      max_consecutive_skips=max_consecutive_skips)
+  eval_loop = step_lib.make_eval_loop(strategy, model)
 
   def evaluate(at_step, report=True):
     totals = eval_loop(iter(eval_data), tf.constant(eval_batches))

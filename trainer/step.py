@@ -1,0 +1,203 @@
+"""The compiled work: a host loop of optimizer steps, and evaluation.
+
+One optimizer step sees the global batch: each replica gets its share in one
+batch from the input pipeline, splits it into `grad_accumulation_steps`
+micro-batches and sums their gradients; then the replicas' gradients are
+all-reduced once, clipped, checked for NaN/Inf and applied. `train_loop` runs
+up to `num_steps` such steps in one `tf.function` call (the TPU host-loop
+pattern), so the host only wakes up at logging boundaries.
+"""
+
+import dataclasses
+
+import tensorflow as tf
+import tf_keras
+
+from trainer import faults
+from trainer import model as model_lib
+
+
+@dataclasses.dataclass
+class Counters:
+  """Training-state variables the loop updates (all but `stop` are saved).
+
+  Attributes:
+    step: optimizer steps taken or skipped.
+    consecutive_skips: non-finite steps in a row, up to now.
+    skipped_total: non-finite steps since the start of the run.
+    stop: set (from a signal handler) to stop after the current step; a
+      plain host variable, outside the strategy, since each worker has its
+      own.
+  """
+  step: tf.Variable
+  consecutive_skips: tf.Variable
+  skipped_total: tf.Variable
+  stop: tf.Variable
+
+
+def new_counter():
+  """A step counter at zero, kept by the first replica (call in scope)."""
+  return tf.Variable(0, dtype=tf.int64, trainable=False,
+                     aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+
+def to_replicas(strategy, host_batch):
+  """Hands each local replica its row of a [local_replicas, ...] batch."""
+  local_replicas = len(strategy.extended.worker_devices)
+  return strategy.experimental_distribute_values_from_function(
+      lambda ctx: tf.nest.map_structure(
+          lambda x: x[ctx.replica_id_in_sync_group % local_replicas],
+          host_batch))
+
+
+def make_train_loop(strategy, model, optimizer, variables, counters, *,
+                    global_batch_size, grad_accumulation_steps,
+                    clip_global_norm=None, jit_compile=False,
+                    max_consecutive_skips=10):
+  """Builds `train_loop(iterator, num_steps)`, a `tf.function`.
+
+  It runs up to `num_steps` optimizer steps (fewer when `counters.stop` is
+  set or `max_consecutive_skips` is reached) and returns the summed
+  `model_lib.METRIC_SUMS` of the steps, the sum of their gradient norms,
+  how many were skipped, the parameter norm and LAMB's trust-ratio
+  statistics after the last one, and whether it stopped on request.
+  """
+  loss_scaled = isinstance(optimizer,
+                           tf_keras.mixed_precision.LossScaleOptimizer)
+
+  # Normalizers of the global batch's loss, known before the backward pass:
+  # the MLM loss is averaged over all masked positions of the global batch
+  # and NSP over its examples. Each replica divides its (micro-)batch sums by
+  # these global counts, so the SUM of all replicas' and micro-batches'
+  # gradients is exactly the gradient of the global-batch loss, however the
+  # batch is split. That is why gradients are summed, not averaged, below.
+  def compute_grads(batch, mlm_denominator):
+    with tf.GradientTape() as tape:
+      outputs = model(batch, training=True)
+      sums = model_lib.metric_sums(batch, outputs)
+      loss = (sums["mlm_loss_sum"] / mlm_denominator +
+              sums["nsp_loss_sum"] / global_batch_size)
+      if loss_scaled:
+        loss = optimizer.get_scaled_loss(loss)
+    # Embedding gradients come as IndexedSlices; dense sums accumulate
+    # across micro-batches and all-reduce as one list.
+    grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
+    return grads, tf.stack([sums[k] for k in model_lib.METRIC_SUMS])
+
+  if jit_compile:
+    compute_grads = tf.function(compute_grads, jit_compile=True)
+
+  def apply(grads):
+    return optimizer.apply_gradients(zip(grads, variables),
+                                     experimental_aggregate_gradients=False)
+
+  def apply_if(ok, grads):
+    """Applies `grads` only where `ok`: a skipped step changes nothing."""
+    if loss_scaled:
+      return apply(grads)  # Skips non-finite steps itself, rescaling.
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+      return tf.cond(ok, lambda: tf.group(apply(grads)), tf.no_op)
+
+    # MirroredStrategy cannot `merge_call` (as apply_gradients does) inside
+    # a cond branch in replica context, so the cond runs in cross-replica
+    # context, as tf_keras's LossScaleOptimizer does.
+    def cross_replica(distribution, ok, grads):
+      ok = distribution.experimental_local_results(ok)[0]
+      return tf.cond(ok, lambda: tf.group(
+          distribution.extended.call_for_each_replica(apply, args=(grads,))),
+                     tf.no_op)
+    return tf.distribute.get_replica_context().merge_call(
+        cross_replica, args=(ok, grads))
+
+  def replica_step(batch, stop):
+    ctx = tf.distribute.get_replica_context()
+    # One small all-reduce gives every replica the global count of masked
+    # positions and how many replicas were asked to stop (SIGTERM on any
+    # worker), so that all of them stop after this same step.
+    counts = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.stack([
+        tf.reduce_sum(tf.cast(batch["masked_lm_weights"], tf.float32)),
+        tf.cast(stop, tf.float32)]))
+    mlm_denominator = counts[0]
+    k = grad_accumulation_steps
+    if k == 1:
+      grads, sums = compute_grads(batch, mlm_denominator)
+    else:
+      micro = tf.nest.map_structure(
+          lambda x: tf.reshape(x, [k, -1] + x.shape[1:].as_list()), batch)
+      grads = [tf.zeros_like(v) for v in variables]
+      sums = tf.zeros([len(model_lib.METRIC_SUMS)])
+      for i in tf.range(k):
+        g, s = compute_grads(tf.nest.map_structure(lambda x: x[i], micro),
+                             mlm_denominator)
+        grads = [a + b for a, b in zip(grads, g)]
+        sums += s
+    # The one cross-replica all-reduce of the step (a SUM, see above).
+    grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    grads = faults.poison_gradients(grads, counters.step)  # Only under test.
+    if loss_scaled:
+      grads = optimizer.get_unscaled_gradients(grads)
+    grad_norm = tf.linalg.global_norm(grads)
+    if clip_global_norm:
+      grads, _ = tf.clip_by_global_norm(grads, clip_global_norm,
+                                        use_norm=grad_norm)
+    # The norm is computed from the all-reduced gradients, so every replica
+    # takes the same branch. A NaN/Inf loss makes the gradients non-finite.
+    ok = tf.math.is_finite(grad_norm)
+    apply_if(ok, grads)
+    return sums, grad_norm, ok, counts[1] > 0
+
+  def first(value):
+    return strategy.experimental_local_results(value)[0]
+
+  @tf.function
+  def train_loop(iterator, num_steps):
+    totals = tf.zeros([len(model_lib.METRIC_SUMS)])
+    norm_sum = tf.constant(0.0)
+    skipped = tf.constant(0, tf.int64)
+    stopped = tf.constant(False)
+    for _ in tf.range(num_steps):
+      sums, grad_norm, ok, stop = strategy.run(
+          replica_step, args=(to_replicas(strategy, next(iterator)),
+                              counters.stop.read_value()))
+      totals += strategy.reduce("SUM", sums, axis=None)
+      ok, grad_norm = first(ok), first(grad_norm)
+      counters.step.assign_add(1)
+      skip = 1 - tf.cast(ok, tf.int64)
+      skipped += skip
+      counters.skipped_total.assign_add(skip)
+      counters.consecutive_skips.assign(
+          (counters.consecutive_skips + skip) * skip)
+      norm_sum += tf.where(ok, grad_norm, 0.0)
+      if counters.consecutive_skips >= max_consecutive_skips:
+        break
+      stopped = first(stop)
+      if stopped:
+        break
+    norms = dict(param_norm=tf.linalg.global_norm(variables))
+    lamb = getattr(optimizer, "inner_optimizer", optimizer)
+    if hasattr(lamb, "trust_ratio_stats"):
+      norms.update({f"trust_ratio_{k}": v
+                    for k, v in lamb.trust_ratio_stats().items()})
+    return totals, norm_sum, skipped, norms, stopped
+
+  return train_loop
+
+
+def make_eval_loop(strategy, model):
+  """Builds `eval_loop(iterator, num_steps)`: summed `METRIC_SUMS`."""
+
+  def eval_step(batch):
+    outputs = model(batch, training=False)
+    sums = model_lib.metric_sums(batch, outputs)
+    return tf.stack([sums[k] for k in model_lib.METRIC_SUMS])
+
+  @tf.function
+  def eval_loop(iterator, num_steps):
+    totals = tf.zeros([len(model_lib.METRIC_SUMS)])
+    for _ in tf.range(num_steps):
+      totals += strategy.reduce("SUM", strategy.run(
+          eval_step, args=(to_replicas(strategy, next(iterator)),)),
+                                axis=None)
+    return totals
+
+  return eval_loop
