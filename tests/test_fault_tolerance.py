@@ -16,13 +16,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import data
 from test_trainer import _cli_args
 from test_trainer import _free_port
 from test_trainer import _losses
 from test_trainer import _run
 from test_trainer import ROOT
-from test_trainer import TINY_CORPUS
 from trainer import checkpointing
 from trainer import faults
 from trainer import preemption
@@ -33,14 +31,6 @@ from trainer import train as train_lib
 EXACT = ["train.deterministic = True", "BertEncoder.output_dropout = 0.1",
          "BertEncoder.attention_dropout = 0.1", "train.steps_per_loop = 1",
          "train.checkpoint_every_steps = 2"]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("data"))
-  data.prepare_dataset(path, corpus=TINY_CORPUS, vocab_size=512,
-                       max_seq_length=32)
-  return path
 
 
 @pytest.fixture(scope="module")

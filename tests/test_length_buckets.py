@@ -17,13 +17,6 @@ TINY = os.path.join(ROOT, "tests", "testdata", "tiny_corpus.txt")
 TINY_ARGS = dict(corpus=TINY, vocab_size=512, max_seq_length=32)
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("data"))
-  data.prepare_dataset(path, progress=False, **TINY_ARGS)
-  return path
-
-
 def _examples(batches):
   """Each example of `batches` as bytes, in order."""
   return [b"".join(np.asarray(b[k][i]).tobytes() for k in sorted(b))

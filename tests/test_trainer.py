@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import data
 from trainer import schedule as schedule_lib
 from trainer import train as train_lib
 
@@ -21,14 +20,6 @@ TINY_CORPUS = os.path.join(ROOT, "tests", "testdata", "tiny_corpus.txt")
 TINY_DATA = [f'dataset.corpus = "{TINY_CORPUS}"', "dataset.vocab_size = 512",
              "dataset.max_seq_length = 32",
              "dataset.max_predictions_per_seq = 5"]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("data"))
-  data.prepare_dataset(path, corpus=TINY_CORPUS, vocab_size=512,
-                       max_seq_length=32)
-  return path
 
 
 def _parse(*bindings, gin_file="configs/tiny.gin"):
