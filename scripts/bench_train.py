@@ -161,6 +161,7 @@ def ours_bindings(size, data_cfg, batch_size, steps, eval_batches):
       f"BertEncoder.inner_dim = {model['ffn']}",
       "BertEncoder.max_sequence_length = 512",
       "BertEncoder.type_vocab_size = 2",
+      "BertEncoder.norm_first = False",  # Post-LN, as the Model Garden's.
       f"BertEncoder.output_dropout = {DROPOUT}",
       f"BertEncoder.attention_dropout = {DROPOUT}",
       "train.optimizer = @LAMB",
