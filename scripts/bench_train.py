@@ -255,8 +255,8 @@ def run_ours(run_dir, bindings, data_dir, batch_size):
   model_dir = os.path.join(run_dir, "model")
   rss = run_child([sys.executable, "-m", "trainer.main",
                    "--gin_file=configs/bert_lamb.gin",
-                   f"--gin_file={gin_path}", f"--model_dir={model_dir}",
-                   f"--data_dir={data_dir}"], run_dir)
+                   f"--gin_file={gin_path}", f"--model_dir={model_dir}"] +
+                  ([f"--data_dir={data_dir}"] if data_dir else []), run_dir)
   with open(os.path.join(model_dir, "metrics.jsonl")) as f:
     records = [json.loads(line) for line in f]
   loops = [(r["step"], r["time"]) for r in records
