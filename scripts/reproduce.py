@@ -322,6 +322,14 @@ def write_plots(rows: List[Dict], runs_dir: str, out_dir: str) -> List[str]:
                                   "tab:red", "tab:purple"))}
   paths = []
 
+  def save(fig, ax, name, **legend):
+    ax.grid(alpha=0.3)
+    ax.legend(**legend)
+    paths.append(os.path.join(out_dir, name))
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
   # 1. Eval MLM loss against examples seen, a curve per batch and optimizer.
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for r in scaling:
@@ -338,12 +346,7 @@ def write_plots(rows: List[Dict], runs_dir: str, out_dir: str) -> List[str]:
   ax.set_xlabel("examples seen")
   ax.set_ylabel("held-out MLM loss")
   ax.set_title("Eval MLM loss vs examples (solid: LAMB, dashed: AdamW)")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7, ncol=2)
-  paths.append(os.path.join(out_dir, "eval_mlm_loss_vs_examples.png"))
-  fig.tight_layout()
-  fig.savefig(paths[-1], dpi=110)
-  plt.close(fig)
+  save(fig, ax, "eval_mlm_loss_vs_examples.png", fontsize=7, ncol=2)
 
   # 2. Final MLM accuracy against batch size, a line per optimizer (the best
   # learning rate of a sweep).
@@ -362,12 +365,7 @@ def write_plots(rows: List[Dict], runs_dir: str, out_dir: str) -> List[str]:
   ax.set_xlabel("global batch (same examples: steps = examples / batch)")
   ax.set_ylabel("final held-out MLM accuracy")
   ax.set_title("MLM accuracy vs batch size")
-  ax.grid(alpha=0.3)
-  ax.legend()
-  paths.append(os.path.join(out_dir, "mlm_accuracy_vs_batch.png"))
-  fig.tight_layout()
-  fig.savefig(paths[-1], dpi=110)
-  plt.close(fig)
+  save(fig, ax, "mlm_accuracy_vs_batch.png")
 
   # 3. The two-phase run's training loss, phase boundary marked.
   phase2 = [r for r in rows if r["study"] == "two_phase"]
@@ -392,12 +390,7 @@ def write_plots(rows: List[Dict], runs_dir: str, out_dir: str) -> List[str]:
   ax.set_xlabel("optimizer step (both phases)")
   ax.set_ylabel("training loss (MLM + NSP)")
   ax.set_title("Two-phase LAMB run")
-  ax.grid(alpha=0.3)
-  ax.legend()
-  paths.append(os.path.join(out_dir, "two_phase_loss.png"))
-  fig.tight_layout()
-  fig.savefig(paths[-1], dpi=110)
-  plt.close(fig)
+  save(fig, ax, "two_phase_loss.png")
   return paths
 
 
