@@ -77,13 +77,33 @@ def test_trim_padding_keeps_the_losses():
       masked_lm_positions=np.stack([rng.choice(l, 4, replace=False)
                                     for l in lengths]).astype(np.int32),
       masked_lm_ids=rng.integers(5, 100, (4, 4)).astype(np.int32),
-      masked_lm_weights=np.ones((4, 4), np.float32),
+      # Padding prediction slots (weight 0) hold position 0, as in the data.
+      masked_lm_weights=np.array([[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1],
+                                  [1, 0, 0, 0]], np.float32),
       next_sentence_labels=rng.integers(0, 2, (4, 1)).astype(np.int32))
+  batch["masked_lm_positions"] *= batch["masked_lm_weights"].astype(np.int32)
   trimmed = data.trim_padding(batch, multiple=8)
   assert trimmed["input_word_ids"].shape == (4, 32)
   assert trimmed["masked_lm_ids"].shape == (4, 4)
-  full = model_lib.metric_sums(batch, model(batch, training=False))
-  cut = model_lib.metric_sums(trimmed, model(trimmed, training=False))
+  # The oracle: the Model Garden pretrainer's own [B, P, vocab] logits on the
+  # padded batch, with the weighted losses computed in numpy.
+  logits = model(batch, training=False)["mlm_logits"].numpy().astype(
+      np.float64)
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  w = batch["masked_lm_weights"]
+  nll = -np.take_along_axis(logp, batch["masked_lm_ids"][..., None], -1)[..., 0]
+  hits = logits.argmax(-1) == batch["masked_lm_ids"]
+  want = dict(mlm_loss_sum=(nll * w).sum(), mlm_weight_sum=w.sum(),
+              mlm_correct_sum=(hits * w).sum())
+  for b, compact in ((batch, False), (batch, True), (trimmed, True)):
+    outputs = model_lib.forward(model, b, training=False, compact=compact)
+    assert outputs["mlm_logits"].shape[0] == (10 if compact else 16)
+    got = model_lib.metric_sums(b, outputs)
+    for k in want:
+      np.testing.assert_allclose(got[k], want[k], rtol=1e-5, err_msg=k)
+  full = model_lib.metric_sums(batch, model_lib.forward(model, batch, False))
+  cut = model_lib.metric_sums(trimmed,
+                              model_lib.forward(model, trimmed, False))
   for k in full:
     np.testing.assert_allclose(full[k], cut[k], rtol=1e-5, err_msg=k)
   # Rounded up to the multiple, but never past the full length.
@@ -119,6 +139,33 @@ def test_bucketed_training_same_on_one_device_and_mirrored(data_dir,
   for k in one:
     np.testing.assert_allclose(one[k], two[k], rtol=1e-5, atol=1e-5,
                                err_msg=k)
+
+
+def test_trimmed_micro_batches_train_as_the_padded_batch(data_dir, tmp_path):
+  one = tf.distribute.OneDeviceStrategy("/cpu:0")
+  padded = _train(tmp_path / "padded", data_dir, one,
+                  "dataset.bucket_width = None", "train.trim_padding = False")
+  trimmed = _train(tmp_path / "trimmed", data_dir, one,
+                   "dataset.bucket_width = None", "train.trim_padding = True",
+                   "train.grad_accumulation_steps = 4")
+  assert padded.keys() == trimmed.keys() and len(padded) > 10
+  for k in padded:
+    np.testing.assert_allclose(padded[k], trimmed[k], rtol=1e-5, atol=1e-5,
+                               err_msg=k)
+
+
+@pytest.mark.parametrize("binding", ["train.jit_compile = True", None])
+def test_trim_padding_is_refused_where_shapes_must_be_static(
+    binding, monkeypatch, data_dir, tmp_path):
+  strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+  if binding is None:  # On TPU.
+    class FakeTPU(tf.distribute.OneDeviceStrategy):
+      pass
+    monkeypatch.setattr(tf.distribute, "TPUStrategy", FakeTPU)
+    strategy = FakeTPU("/cpu:0")
+  with pytest.raises(ValueError, match="trim_padding"):
+    _train(tmp_path, data_dir, strategy, "dataset.bucket_width = None",
+           "train.trim_padding = True", *([binding] if binding else []))
 
 
 def test_bucket_width_is_refused_on_tpu(monkeypatch, data_dir, tmp_path):

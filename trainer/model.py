@@ -72,20 +72,65 @@ def trained_variables(pretrainer):
   return [v for v in pretrainer.trainable_variables if id(v) not in pooler]
 
 
+def forward(pretrainer, batch, training, compact=True):
+  """The pretrainer's outputs, with the masked-LM head on flat predictions.
+
+  The same layers and math as `pretrainer(batch)`, but the MLM head runs on
+  the predictions as one flat list, [N, vocab] logits instead of [batch,
+  predictions, vocab]. With `compact`, N counts only the real predictions
+  (`masked_lm_weights > 0`): at sequence 128 about 30% of the 20 slots per
+  example are padding, and each costs the vocab-sized output layer for a
+  loss of weight zero. `compact` makes N vary from batch to batch, so it is
+  off where shapes must be static (XLA, TPU).
+
+  Args:
+    pretrainer: the `build_pretrainer` model.
+    batch: the data feature dict.
+    training: run dropout.
+    compact: keep only the real predictions.
+
+  Returns:
+    A dict: `mlm_logits` [N, vocab], `mlm_ids` [N] and `mlm_weights` [N]
+    (the targets and weights of those predictions), `next_sentence` [B, 2].
+  """
+  encoder_outputs = pretrainer.encoder_network(
+      {k: batch[k] for k in ("input_word_ids", "input_mask",
+                             "input_type_ids")}, training=training)
+  sequence = encoder_outputs["sequence_output"]
+  ids, weights = batch["masked_lm_ids"], batch["masked_lm_weights"]
+  # As one sequence of B x L tokens, the head's own gather takes flat
+  # positions: example b's position p is b * L + p.
+  offsets = tf.range(tf.shape(ids)[0]) * tf.shape(sequence)[1]
+  positions = (tf.cast(batch["masked_lm_positions"], tf.int32) +
+               offsets[:, None])
+  if compact:
+    real = weights > 0
+    positions, ids, weights = (tf.boolean_mask(x, real)
+                               for x in (positions, ids, weights))
+  else:
+    positions, ids, weights = (tf.reshape(x, [-1])
+                               for x in (positions, ids, weights))
+  mlm_logits = pretrainer.masked_lm(
+      tf.reshape(sequence, [1, -1, sequence.shape[-1]]),
+      masked_positions=positions[None])[0]
+  nsp_head, = pretrainer.classification_heads
+  return dict(mlm_logits=mlm_logits, mlm_ids=ids, mlm_weights=weights,
+              next_sentence=nsp_head(sequence, training=training))
+
+
 def metric_sums(batch, outputs):
   """Unnormalized losses and counts of one (micro-)batch.
 
   Args:
-    batch: the data feature dict (`masked_lm_ids` [B, P], `masked_lm_weights`
-      [B, P], `next_sentence_labels` [B] or [B, 1]).
-    outputs: the pretrainer's output dict.
+    batch: the data feature dict (`next_sentence_labels` [B] or [B, 1]).
+    outputs: `forward`'s output dict.
 
   Returns:
     A dict of float32 scalars keyed by `METRIC_SUMS`.
   """
   mlm_logits = tf.cast(outputs["mlm_logits"], tf.float32)
-  mlm_ids = batch["masked_lm_ids"]
-  weights = tf.cast(batch["masked_lm_weights"], tf.float32)
+  mlm_ids = outputs["mlm_ids"]
+  weights = tf.cast(outputs["mlm_weights"], tf.float32)
   mlm_losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
       labels=mlm_ids, logits=mlm_logits)
   mlm_hits = tf.cast(

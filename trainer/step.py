@@ -9,10 +9,12 @@ pattern), so the host only wakes up at logging boundaries.
 """
 
 import dataclasses
+import functools
 
 import tensorflow as tf
 import tf_keras
 
+import data
 from trainer import faults
 from trainer import model as model_lib
 
@@ -50,11 +52,24 @@ def to_replicas(strategy, host_batch):
           host_batch))
 
 
+def sort_by_length(batch):
+  """Orders a batch's examples from the shortest to the longest."""
+  order = tf.argsort(tf.reduce_sum(batch["input_mask"], axis=-1), stable=True)
+  return tf.nest.map_structure(lambda x: tf.gather(x, order), batch)
+
+
 def make_train_loop(strategy, model, optimizer, variables, counters, *,
                     global_batch_size, grad_accumulation_steps,
                     clip_global_norm=None, jit_compile=False,
-                    max_consecutive_skips=10):
+                    trim_padding=False, max_consecutive_skips=10):
   """Builds `train_loop(iterator, num_steps)`, a `tf.function`.
+
+  With `trim_padding`, each replica sorts its batch by length before
+  splitting it into micro-batches, cuts each micro-batch to its longest
+  sequence (rounded up to 8 tokens) and runs the masked-LM head on the real
+  predictions only: the same examples, loss and summed gradient as the
+  padded batch, with less padding computed; the more micro-batches, the
+  less padding (shapes vary, so not under XLA or on TPU).
 
   It runs up to `num_steps` optimizer steps (fewer when `counters.stop` is
   set or `max_consecutive_skips` is reached) and returns the summed
@@ -73,7 +88,8 @@ def make_train_loop(strategy, model, optimizer, variables, counters, *,
   # batch is split. That is why gradients are summed, not averaged, below.
   def compute_grads(batch, mlm_denominator):
     with tf.GradientTape() as tape:
-      outputs = model(batch, training=True)
+      outputs = model_lib.forward(model, batch, training=True,
+                                  compact=trim_padding)
       sums = model_lib.metric_sums(batch, outputs)
       loss = (sums["mlm_loss_sum"] / mlm_denominator +
               sums["nsp_loss_sum"] / global_batch_size)
@@ -119,16 +135,29 @@ def make_train_loop(strategy, model, optimizer, variables, counters, *,
         tf.cast(stop, tf.float32)]))
     mlm_denominator = counts[0]
     k = grad_accumulation_steps
+    if trim_padding:
+      # Similar lengths share a micro-batch (the sum over micro-batches does
+      # not depend on which examples go together).
+      batch = sort_by_length(batch)
+    trim = (functools.partial(data.trim_padding, multiple=8) if trim_padding
+            else lambda x: x)
     if k == 1:
-      grads, sums = compute_grads(batch, mlm_denominator)
+      grads, sums = compute_grads(trim(batch), mlm_denominator)
     else:
       micro = tf.nest.map_structure(
           lambda x: tf.reshape(x, [k, -1] + x.shape[1:].as_list()), batch)
       grads = [tf.zeros_like(v) for v in variables]
       sums = tf.zeros([len(model_lib.METRIC_SUMS)])
       for i in tf.range(k):
-        g, s = compute_grads(tf.nest.map_structure(lambda x: x[i], micro),
-                             mlm_denominator)
+        # One micro-batch at a time: with overlapping iterations, Grappler's
+        # rewrite of the gradient sums intermittently failed here
+        # ("AlreadyExistsError ... AddOpsRewrite .../tmp_var", as in
+        # tensorflow#33713). Turning its arithmetic optimizer off instead
+        # costs 25% of the step on CPU.
+        tf.autograph.experimental.set_loop_options(parallel_iterations=1)
+        g, s = compute_grads(
+            trim(tf.nest.map_structure(lambda x: x[i], micro)),
+            mlm_denominator)
         grads = [a + b for a, b in zip(grads, g)]
         sums += s
     # The one cross-replica all-reduce of the step (a SUM, see above).
@@ -183,11 +212,14 @@ def make_train_loop(strategy, model, optimizer, variables, counters, *,
   return train_loop
 
 
-def make_eval_loop(strategy, model):
+def make_eval_loop(strategy, model, trim_padding=False):
   """Builds `eval_loop(iterator, num_steps)`: summed `METRIC_SUMS`."""
 
   def eval_step(batch):
-    outputs = model(batch, training=False)
+    if trim_padding:
+      batch = data.trim_padding(batch, multiple=8)
+    outputs = model_lib.forward(model, batch, training=False,
+                                compact=trim_padding)
     sums = model_lib.metric_sums(batch, outputs)
     return tf.stack([sums[k] for k in model_lib.METRIC_SUMS])
 

@@ -98,7 +98,7 @@ def train(model_dir, data_dir=None, strategy=None, *,
           checkpoint_every_steps=1000, keep_checkpoints=3,
           eval_every_steps=1000, eval_steps=50, seed=0, init_checkpoint=None,
           optimizer=LAMB, clip_global_norm=None, jit_compile=False,
-          mixed_precision=None, deterministic=False,
+          trim_padding=None, mixed_precision=None, deterministic=False,
           max_consecutive_skips=10):
   """Pretrains BERT and returns the final eval metrics.
 
@@ -123,6 +123,12 @@ def train(model_dir, data_dir=None, strategy=None, *,
       `@LAMB` (configured with `LAMB.<arg>`) or any tf_keras legacy optimizer.
     clip_global_norm: clip the aggregated gradient to this global norm.
     jit_compile: XLA-compile the forward and backward pass.
+    trim_padding: sort each replica's batch by length, cut each micro-batch
+      to its longest sequence and run the masked-LM head on the real
+      predictions only: the same loss and gradient as the padded batch,
+      less padding computed (more micro-batches, less padding). It makes
+      shapes vary, so None (the default) turns it on except on TPU and
+      under `jit_compile`.
     mixed_precision: None, "bfloat16" (TPU) or "float16" (GPU; dynamic loss
       scaling).
     deterministic: make ops deterministic so that a run killed at any moment
@@ -169,6 +175,13 @@ def train(model_dir, data_dir=None, strategy=None, *,
     raise ValueError(
         f"train.global_batch_size={global_batch_size} is not divisible by "
         f"{replicas} replicas x {grad_accumulation_steps} accumulation steps")
+  static_shapes = jit_compile or isinstance(strategy,
+                                           tf.distribute.TPUStrategy)
+  if trim_padding and static_shapes:
+    raise ValueError("train.trim_padding makes shapes vary, which XLA "
+                     "(train.jit_compile) and TPUs cannot run; leave it unset")
+  if trim_padding is None:
+    trim_padding = not static_shapes
   if mixed_precision not in (None, "bfloat16", "float16"):
     raise ValueError(f"train.mixed_precision must be None, 'bfloat16' or "
                      f"'float16', got {mixed_precision!r}")
@@ -181,12 +194,6 @@ def train(model_dir, data_dir=None, strategy=None, *,
 
   if deterministic:
     tf.config.experimental.enable_op_determinism()
-  if grad_accumulation_steps > 1:
-    # Grappler's arithmetic optimizer intermittently fails on the gradient
-    # sums of the accumulation loop ("AlreadyExistsError ... AddOpsRewrite
-    # .../tmp_var"); the sums are plain adds, so nothing is lost without it.
-    tf.config.optimizer.set_experimental_options(
-        {"arithmetic_optimization": False})
   tf_keras.utils.set_random_seed(seed)
   # Dropout draws from a tf.random.Generator whose state is a variable that
   # the checkpoint saves, so a resumed run continues the same random stream.
@@ -303,8 +310,9 @@ def train(model_dir, data_dir=None, strategy=None, *,
       global_batch_size=global_batch_size,
       grad_accumulation_steps=grad_accumulation_steps,
       clip_global_norm=clip_global_norm, jit_compile=jit_compile,
+      trim_padding=trim_padding,
       max_consecutive_skips=max_consecutive_skips)
-  eval_loop = step_lib.make_eval_loop(strategy, model)
+  eval_loop = step_lib.make_eval_loop(strategy, model, trim_padding)
 
   def evaluate(at_step, report=True):
     totals = eval_loop(iter(eval_data), tf.constant(eval_batches))
