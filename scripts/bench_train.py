@@ -79,6 +79,9 @@ def define_flags():
                        "(length buckets, batches cut to their longest); 0: "
                        "full-length batches, the very work the Model Garden "
                        "trainer does.")
+  flags.DEFINE_integer("micro_batches", 4, "Our trainer's micro-batches per "
+                       "batch of 64 (train.grad_accumulation_steps), sorted "
+                       "by length and cut to their longest.")
   flags.DEFINE_integer("eval_batches", 20, "Validation batches evaluated at "
                        "the end (fewer if the split is smaller).")
   flags.DEFINE_boolean("quick", False, "Smoke run: the tiny model on the "
@@ -191,11 +194,13 @@ def ours_bindings(size, data_cfg, batch_size, steps, eval_batches):
       "learning_rate_schedule.end_learning_rate = 0.0",
       f"train.total_steps = {steps}",
       f"train.global_batch_size = {batch_size}",
-      "train.grad_accumulation_steps = 1",
+      f"train.grad_accumulation_steps = {FLAGS.micro_batches}",
+      f"train.trim_padding = {FLAGS.micro_batches > 1}",
       f"train.steps_per_loop = {FLAGS.steps_per_loop}",
       f"train.checkpoint_every_steps = {steps}",
       f"train.eval_every_steps = {steps}",
-      f"train.eval_steps = {eval_batches}",
+      # Our eval batches are micro-batches: the same examples in all.
+      f"train.eval_steps = {eval_batches * FLAGS.micro_batches}",
       f"train.seed = {SEED}",
       "train.clip_global_norm = None",
       "train.mixed_precision = None",
@@ -494,6 +499,8 @@ def main(argv):
         + f", {FLAGS.steps_per_loop} steps per loop, {repeats} run(s) each, "
         + (f"ours with length buckets of {FLAGS.bucket_width}, "
            if FLAGS.bucket_width else "")
+        + (f"ours in {FLAGS.micro_batches} length-sorted micro-batches, "
+           if FLAGS.micro_batches > 1 else "")
         + f"{eval_batches} eval batches" + (" (--quick)" if quick else ""))
     text = report(results, machine_description(), settings)
     print(text + f"\n(total {time.time() - start:.0f} s)")
