@@ -11,6 +11,7 @@ import gin
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras
 
 from trainer import schedule as schedule_lib
 from trainer import train as train_lib
@@ -260,3 +261,62 @@ def test_mismatched_checkpoint_is_left_untouched(data_dir, tmp_path):
   assert "shape" in result.stderr.lower(), result.stderr
   after = {p: os.path.getmtime(p) for p in glob.glob(str(tmp_path / "*"))}
   assert before == after
+
+
+def test_model_is_the_model_gardens():
+  """Our pretrainer against the Model Garden's pretraining task's model of
+  the same shape: the same variables, initial value distributions (which
+  matter under LAMB, whose steps scale with each layer's norm) and, with the
+  same weights, the same logits and loss."""
+  from official.nlp.configs import bert
+  from official.nlp.configs import encoders
+  from official.nlp.tasks import masked_lm
+  from trainer import model as model_lib
+
+  shape = dict(num_layers=2, hidden_size=64, num_attention_heads=2)
+  _parse(*[f"BertEncoder.{k} = {v}" for k, v in shape.items()],
+         "BertEncoder.inner_dim = 256", "BertEncoder.type_vocab_size = 2",
+         "BertEncoder.max_sequence_length = 512")
+  tf_keras.utils.set_random_seed(0)
+  ours = model_lib.build_pretrainer(512, 32, 5)
+  task = masked_lm.MaskedLMTask(masked_lm.MaskedLMConfig(
+      model=bert.PretrainerConfig(
+          encoder=encoders.EncoderConfig(
+              type="bert_v2", bert_v2=encoders.BertEncoderConfig(
+                  vocab_size=512, intermediate_size=256, **shape)),
+          cls_heads=[bert.ClsHeadConfig(inner_dim=64, num_classes=2,
+                                        name="next_sentence")])))
+  theirs = task.build_model()
+  rng = np.random.RandomState(0)
+  batch = dict(
+      input_word_ids=tf.constant(rng.randint(5, 512, [4, 32]), tf.int32),
+      input_mask=tf.ones([4, 32], tf.int32),
+      input_type_ids=tf.constant(np.repeat([[0] * 16 + [1] * 16], 4, 0),
+                                 tf.int32),
+      masked_lm_positions=tf.constant(rng.randint(1, 32, [4, 5]), tf.int32),
+      masked_lm_ids=tf.constant(rng.randint(5, 512, [4, 5]), tf.int32),
+      masked_lm_weights=tf.constant([[1.0] * 4 + [0.0]] * 4),
+      next_sentence_labels=tf.constant([[0], [1], [0], [1]], tf.int32))
+  theirs(batch)
+
+  def by_name(model):
+    return {v.name.split("/", 1)[-1]: v for v in model.trainable_variables}
+
+  mine, garden = by_name(ours), by_name(theirs)
+  assert mine.keys() == garden.keys()
+  for name, v in mine.items():
+    a, b = v.numpy(), garden[name].numpy()
+    assert a.shape == b.shape, name
+    np.testing.assert_allclose(a.mean(), b.mean(), atol=0.02, err_msg=name)
+    np.testing.assert_allclose(a.std(), b.std(), rtol=0.3, atol=1e-6,
+                               err_msg=name)
+    v.assign(b)
+  outputs = model_lib.forward(ours, batch, training=False, compact=True)
+  sums = model_lib.metric_sums(batch, outputs)
+  loss = (sums["mlm_loss_sum"] / sums["mlm_weight_sum"] +
+          sums["nsp_loss_sum"] / sums["num_examples"])
+  expected = task.build_losses(
+      batch, theirs(batch, training=False),
+      [tf_keras.metrics.Mean(name=n)
+       for n in ("lm_example_loss", "next_sentence_loss")])
+  np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)

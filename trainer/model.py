@@ -45,15 +45,19 @@ def build_pretrainer(vocab_size, max_seq_length, max_predictions_per_seq):
         f"data max_seq_length={max_seq_length} exceeds the model's position "
         f"table BertEncoder.max_sequence_length={positions}")
   cfg = encoder.get_config()
-  initializer = tf_keras.initializers.TruncatedNormal(stddev=0.02)
+  # The next-sentence head keeps ClassificationHead's own Glorot-uniform
+  # initialization, as the Model Garden's pretraining task does. LAMB scales
+  # each layer's step by its weight norm, so a head started at stddev 0.02
+  # (3.5x smaller at hidden 256) learns slowly, and so, measured, does the
+  # masked LM: eval MLM accuracy 0.080 instead of 0.105 after 150 steps of
+  # 64 (4 layers, hidden 256).
   nsp_head = layers.ClassificationHead(
       inner_dim=cfg["hidden_size"], num_classes=2,
-      dropout_rate=cfg["output_dropout"], initializer=initializer,
-      name="next_sentence")
+      dropout_rate=cfg["output_dropout"], name="next_sentence")
   pretrainer = models.BertPretrainerV2(
       encoder_network=encoder,
       mlm_activation=tf_utils.get_activation("gelu"),
-      mlm_initializer=initializer,
+      mlm_initializer=tf_keras.initializers.TruncatedNormal(stddev=0.02),
       classification_heads=[nsp_head])
   # Build every layer now (the MLM head is built lazily on first call), so
   # that the variables are complete before the optimizer sees them.
