@@ -307,7 +307,10 @@ def test_model_is_the_model_gardens():
   for name, v in mine.items():
     a, b = v.numpy(), garden[name].numpy()
     assert a.shape == b.shape, name
-    np.testing.assert_allclose(a.mean(), b.mean(), atol=0.02, err_msg=name)
+    # Means within 6 standard errors (random init: 128 values or more).
+    np.testing.assert_allclose(a.mean(), b.mean(), err_msg=name,
+                               atol=6 * max(a.std(), b.std()) / np.sqrt(
+                                   a.size) + 1e-6)
     np.testing.assert_allclose(a.std(), b.std(), rtol=0.3, atol=1e-6,
                                err_msg=name)
     v.assign(b)
