@@ -154,6 +154,19 @@ def test_trimmed_micro_batches_train_as_the_padded_batch(data_dir, tmp_path):
                                err_msg=k)
 
 
+def test_bucketed_batches_accumulate_as_one_batch(data_dir, tmp_path):
+  # Bucketed batches leave the sequence length to run time; micro-batches
+  # are cut from them all the same.
+  one = tf.distribute.OneDeviceStrategy("/cpu:0")
+  whole = _train(tmp_path / "whole", data_dir, one)
+  micro = _train(tmp_path / "micro", data_dir, one,
+                 "train.grad_accumulation_steps = 4")
+  assert whole.keys() == micro.keys() and len(whole) > 10
+  for k in whole:
+    np.testing.assert_allclose(whole[k], micro[k], rtol=1e-5, atol=1e-5,
+                               err_msg=k)
+
+
 @pytest.mark.parametrize("binding", ["train.jit_compile = True", None])
 def test_trim_padding_is_refused_where_shapes_must_be_static(
     binding, monkeypatch, data_dir, tmp_path):

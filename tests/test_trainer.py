@@ -38,11 +38,11 @@ def _mirrored():
       cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
-def _run(model_dir, data_dir, *bindings, strategy=None):
+def _run(model_dir, data_dir, *bindings, strategy=None, parallel=1):
   _parse(*bindings)
   strategy = strategy or tf.distribute.OneDeviceStrategy("/cpu:0")
   return train_lib.train(model_dir=str(model_dir), data_dir=data_dir,
-                         strategy=strategy)
+                         strategy=strategy, parallel_micro_batches=parallel)
 
 
 def _weights(model_dir):
@@ -125,6 +125,38 @@ def test_accumulation_equals_full_batch(data_dir, tmp_path):
   _run(tmp_path / "full", data_dir)
   _run(tmp_path / "accum", data_dir, "train.grad_accumulation_steps = 4")
   _assert_same(tmp_path / "full", tmp_path / "accum", rtol=1e-5)
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_parallel_parts_equal_one_part(accumulation, data_dir, tmp_path):
+  # Micro-batches of 8 / 4 examples in 3 parts: uneven parts (3+3+2, 2+1+1)
+  # give the same sums as the whole micro-batch, in training and eval.
+  steps = f"train.grad_accumulation_steps = {accumulation}"
+  one = _run(tmp_path / "one", data_dir, steps)
+  three = _run(tmp_path / "three", data_dir, steps, parallel=3)
+  _assert_same(tmp_path / "one", tmp_path / "three", rtol=1e-5)
+  assert one.keys() == three.keys()
+  for k in one:
+    np.testing.assert_allclose(one[k], three[k], rtol=1e-5, err_msg=k)
+
+
+def test_cpu_parallelism(monkeypatch):
+  from trainer import distribute  # pylint: disable=g-import-not-at-top
+  threads = []
+  monkeypatch.setattr(tf.config.threading,
+                      "set_intra_op_parallelism_threads", threads.append)
+  monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+  monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: [])
+  monkeypatch.setattr(os, "cpu_count", lambda: 8)
+  assert distribute.cpu_parallelism(0) == 2 and threads == [4]
+  assert distribute.cpu_parallelism(4) == 4 and threads == [4, 2]
+  # Replicas already run side by side; a TPU host only feeds the TPU.
+  assert distribute.cpu_parallelism(0, cpu_replicas=2) == 1
+  assert distribute.cpu_parallelism(0, tpu="grpc://10.0.0.2:8470") == 1
+  monkeypatch.setattr(os, "cpu_count", lambda: 1)
+  assert distribute.cpu_parallelism(0) == 1 and threads == [4, 2]
+  monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "3")  # The user's choice.
+  assert distribute.cpu_parallelism(2) == 2 and threads == [4, 2]
 
 
 def test_jit_compile_trains_as_without(data_dir, tmp_path):
@@ -229,6 +261,8 @@ def test_cli_errors_are_one_line(data_dir, tmp_path):
       (["--gin_file=" + str(bad)], "bad.gin"),
       (["--gin_file=configs/nope.gin"], "nope.gin"),
       (["--gin_file=configs/tiny.gin", "--strategy=warp"], "warp"),
+      (["--gin_file=configs/tiny.gin", "--parallel_micro_batches=-1"],
+       "parallel_micro_batches"),
       (["--gin_file=configs/tiny.gin", "--tpu=grpc://127.0.0.1:1",
         "--tpu_timeout=3"], "cannot reach TPU"),
   ]:

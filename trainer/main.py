@@ -45,6 +45,11 @@ flags.DEFINE_float("worker_timeout", 60.0, "Multi-worker: seconds a worker "
                    "an error naming it.")
 flags.DEFINE_integer("cpu_replicas", 1, "Split the CPU into this many logical "
                      "devices so mirrored training runs without a GPU.")
+flags.DEFINE_integer("parallel_micro_batches", 0, "On CPU: compute this "
+                     "many parts of each micro-batch at once, each op on "
+                     "cores/N threads (faster for small models). 0: 2 on a "
+                     "host with 2+ cores, no GPU or TPU and one replica, "
+                     "else 1.")
 flags.DEFINE_boolean("verbose", False, "Show tracebacks and TensorFlow logs.")
 
 FLAGS = flags.FLAGS
@@ -86,6 +91,8 @@ def run():
   from trainer import distribute  # pylint: disable=g-import-not-at-top
   # The strategy comes first: multi-worker collectives must be configured
   # before anything else starts TensorFlow's runtime.
+  parallel_parts = distribute.cpu_parallelism(
+      FLAGS.parallel_micro_batches, FLAGS.tpu, FLAGS.cpu_replicas)
   distribute.split_cpu(FLAGS.cpu_replicas)
   strategy = distribute.create_strategy(FLAGS.strategy, FLAGS.tpu,
                                        FLAGS.tpu_timeout, FLAGS.worker_timeout)
@@ -100,7 +107,8 @@ def run():
         f"------------------", flush=True)
   try:
     metrics = train_lib.train(model_dir=model_dir, data_dir=FLAGS.data_dir,
-                              strategy=strategy)
+                              strategy=strategy,
+                              parallel_micro_batches=parallel_parts)
   except Exception as e:  # pylint: disable=broad-except
     lost = distribute.lost_worker(strategy, e)
     if lost is None:

@@ -9,7 +9,6 @@ pattern), so the host only wakes up at logging boundaries.
 """
 
 import dataclasses
-import functools
 
 import tensorflow as tf
 import tf_keras
@@ -52,16 +51,40 @@ def to_replicas(strategy, host_batch):
           host_batch))
 
 
+def trim_to_longest(batch, enabled=True):
+  """`data.trim_padding` to a multiple of 8 tokens, when `enabled`."""
+  return data.trim_padding(batch, multiple=8) if enabled else batch
+
+
+def split_rows(batch, parts):
+  """Cuts a batch into `parts` runs of consecutive examples (sizes differ by
+  at most one)."""
+  rows = batch["input_mask"].shape[0]
+  if parts == 1 or rows is None:
+    return [batch]
+  sizes = [rows // parts + (i < rows % parts) for i in range(parts)]
+  pieces = tf.nest.map_structure(lambda x: tf.split(x, sizes), batch)
+  return [{k: v[i] for k, v in pieces.items()} for i in range(parts)]
+
+
 def sort_by_length(batch):
   """Orders a batch's examples from the shortest to the longest."""
   order = tf.argsort(tf.reduce_sum(batch["input_mask"], axis=-1), stable=True)
   return tf.nest.map_structure(lambda x: tf.gather(x, order), batch)
 
 
+def dims(x):
+  """`x`'s shape: static sizes where known (length buckets leave the
+  sequence length to run time), scalar tensors elsewhere."""
+  return [d if d is not None else tf.shape(x)[i]
+          for i, d in enumerate(x.shape.as_list())]
+
+
 def make_train_loop(strategy, model, optimizer, variables, counters, *,
                     global_batch_size, grad_accumulation_steps,
                     clip_global_norm=None, jit_compile=False,
-                    trim_padding=False, max_consecutive_skips=10):
+                    trim_padding=False, parallel_parts=1,
+                    max_consecutive_skips=10):
   """Builds `train_loop(iterator, num_steps)`, a `tf.function`.
 
   With `trim_padding`, each replica sorts its batch by length before
@@ -70,6 +93,13 @@ def make_train_loop(strategy, model, optimizer, variables, counters, *,
   predictions only: the same examples, loss and summed gradient as the
   padded batch, with less padding computed; the more micro-batches, the
   less padding (shapes vary, so not under XLA or on TPU).
+
+  With `parallel_parts` > 1, each micro-batch is computed as that many
+  parts (runs of consecutive examples) whose forward and backward passes are
+  independent, so TensorFlow's executor runs them side by side, one per
+  inter-op thread; their gradients are summed in a fixed order. On a CPU
+  whose op thread pool is split the same way (`distribute.cpu_parallelism`)
+  this beats running each small op across all cores.
 
   It runs up to `num_steps` optimizer steps (fewer when `counters.stop` is
   set or `max_consecutive_skips` is reached) and returns the summed
@@ -102,6 +132,17 @@ def make_train_loop(strategy, model, optimizer, variables, counters, *,
 
   if jit_compile:
     compute_grads = tf.function(compute_grads, jit_compile=True)
+
+  def micro_batch_grads(batch, mlm_denominator):
+    """`compute_grads` of one micro-batch, as `parallel_parts` parts."""
+    rows = batch["input_mask"].shape[0] or 1
+    parts = [trim_to_longest(p, trim_padding)
+             for p in split_rows(batch, min(parallel_parts, rows))]
+    results = [compute_grads(p, mlm_denominator) for p in parts]
+    if len(results) == 1:
+      return results[0]
+    grads = [tf.add_n(list(g)) for g in zip(*(r[0] for r in results))]
+    return grads, tf.add_n([r[1] for r in results])
 
   def apply(grads):
     return optimizer.apply_gradients(zip(grads, variables),
@@ -139,13 +180,11 @@ def make_train_loop(strategy, model, optimizer, variables, counters, *,
       # Similar lengths share a micro-batch (the sum over micro-batches does
       # not depend on which examples go together).
       batch = sort_by_length(batch)
-    trim = (functools.partial(data.trim_padding, multiple=8) if trim_padding
-            else lambda x: x)
     if k == 1:
-      grads, sums = compute_grads(trim(batch), mlm_denominator)
+      grads, sums = micro_batch_grads(batch, mlm_denominator)
     else:
       micro = tf.nest.map_structure(
-          lambda x: tf.reshape(x, [k, -1] + x.shape[1:].as_list()), batch)
+          lambda x: tf.reshape(x, [k, -1] + dims(x)[1:]), batch)
       grads = [tf.zeros_like(v) for v in variables]
       sums = tf.zeros([len(model_lib.METRIC_SUMS)])
       for i in tf.range(k):
@@ -155,9 +194,8 @@ def make_train_loop(strategy, model, optimizer, variables, counters, *,
         # tensorflow#33713). Turning its arithmetic optimizer off instead
         # costs 25% of the step on CPU.
         tf.autograph.experimental.set_loop_options(parallel_iterations=1)
-        g, s = compute_grads(
-            trim(tf.nest.map_structure(lambda x: x[i], micro)),
-            mlm_denominator)
+        g, s = micro_batch_grads(
+            tf.nest.map_structure(lambda x: x[i], micro), mlm_denominator)
         grads = [a + b for a, b in zip(grads, g)]
         sums += s
     # The one cross-replica all-reduce of the step (a SUM, see above).
@@ -212,16 +250,23 @@ def make_train_loop(strategy, model, optimizer, variables, counters, *,
   return train_loop
 
 
-def make_eval_loop(strategy, model, trim_padding=False):
-  """Builds `eval_loop(iterator, num_steps)`: summed `METRIC_SUMS`."""
+def make_eval_loop(strategy, model, trim_padding=False, parallel_parts=1):
+  """Builds `eval_loop(iterator, num_steps)`: summed `METRIC_SUMS`.
 
-  def eval_step(batch):
-    if trim_padding:
-      batch = data.trim_padding(batch, multiple=8)
+  `trim_padding` and `parallel_parts` as in `make_train_loop`.
+  """
+
+  def part_sums(batch):
+    batch = trim_to_longest(batch, trim_padding)
     outputs = model_lib.forward(model, batch, training=False,
                                 compact=trim_padding)
     sums = model_lib.metric_sums(batch, outputs)
     return tf.stack([sums[k] for k in model_lib.METRIC_SUMS])
+
+  def eval_step(batch):
+    rows = batch["input_mask"].shape[0] or 1
+    return tf.add_n([part_sums(p) for p in
+                     split_rows(batch, min(parallel_parts, rows))])
 
   @tf.function
   def eval_loop(iterator, num_steps):

@@ -90,9 +90,9 @@ def _writable_dir(path):
                           f"{str(e).splitlines()[0]}") from None
 
 
-@gin.configurable(module="trainer", denylist=["model_dir", "data_dir",
-                                              "strategy"])
-def train(model_dir, data_dir=None, strategy=None, *,
+@gin.configurable(module="trainer", denylist=[
+    "model_dir", "data_dir", "strategy", "parallel_micro_batches"])
+def train(model_dir, data_dir=None, strategy=None, parallel_micro_batches=1, *,
           total_steps=gin.REQUIRED, global_batch_size=gin.REQUIRED,
           grad_accumulation_steps=1, steps_per_loop=100,
           checkpoint_every_steps=1000, keep_checkpoints=3,
@@ -107,6 +107,8 @@ def train(model_dir, data_dir=None, strategy=None, *,
       resumes from the latest checkpoint found here.
     data_dir: where the dataset is built (once) and read.
     strategy: a `tf.distribute.Strategy` (default: the current one).
+    parallel_micro_batches: parts of each micro-batch computed side by side
+      (the same sum; see `distribute.cpu_parallelism`).
     total_steps: optimizer steps to train.
     global_batch_size: examples per optimizer step, over all replicas and
       micro-batches.
@@ -164,6 +166,9 @@ def train(model_dir, data_dir=None, strategy=None, *,
       intact.
   """
   strategy = strategy or tf.distribute.get_strategy()
+  if parallel_micro_batches < 1:
+    raise ValueError(f"parallel_micro_batches must be >= 1, got "
+                     f"{parallel_micro_batches}")
   _check_positive(total_steps=total_steps, global_batch_size=global_batch_size,
                   grad_accumulation_steps=grad_accumulation_steps,
                   steps_per_loop=steps_per_loop,
@@ -310,9 +315,10 @@ def train(model_dir, data_dir=None, strategy=None, *,
       global_batch_size=global_batch_size,
       grad_accumulation_steps=grad_accumulation_steps,
       clip_global_norm=clip_global_norm, jit_compile=jit_compile,
-      trim_padding=trim_padding,
+      trim_padding=trim_padding, parallel_parts=parallel_micro_batches,
       max_consecutive_skips=max_consecutive_skips)
-  eval_loop = step_lib.make_eval_loop(strategy, model, trim_padding)
+  eval_loop = step_lib.make_eval_loop(strategy, model, trim_padding,
+                                      parallel_micro_batches)
 
   def evaluate(at_step, report=True):
     totals = eval_loop(iter(eval_data), tf.constant(eval_batches))
@@ -326,9 +332,12 @@ def train(model_dir, data_dir=None, strategy=None, *,
   # nothing has been trained yet, so it simply ends the process).
   with preemption.stop_on_signal(lambda: stop_requested.assign(True)):
     current = int(step.numpy())
+    parallel_note = (f" of {parallel_micro_batches} parts computed at once"
+                     if parallel_micro_batches > 1 else "")
     reporter.info(f"training {total_steps} steps of {global_batch_size} "
                   f"examples on {replicas} replica(s), "
-                  f"{grad_accumulation_steps} micro-batch(es) per step; "
+                  f"{grad_accumulation_steps} micro-batch(es) per step"
+                  f"{parallel_note}; "
                   f"{sum(int(np.prod(v.shape)) for v in variables):,} "
                   f"parameters; vocab "
                   f"{info.vocab_size}; starting at step {current}")
