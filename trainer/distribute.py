@@ -33,8 +33,9 @@ def cpu_parallelism(parallel_parts=0, tpu=None, cpu_replicas=1):
 
   On a CPU, TensorFlow runs each op on a pool of `intra_op` threads, one per
   core; a small model's ops are too small to split well (measured on 2
-  cores: BERT-tiny ran 211 examples/s with 2 threads per op, 230 with two
-  halves of each micro-batch on one thread each). With `parallel_parts` > 1,
+  cores, BERT-tiny in 4 micro-batches of 16: 200-217 examples/s with 2
+  threads per op, 254-272 with each micro-batch computed as two halves side
+  by side, one thread per op each). With `parallel_parts` > 1,
   each op gets `cores // parallel_parts` threads and the train step computes
   that many independent parts of every micro-batch side by side (see
   `step.make_train_loop`). Call before TensorFlow starts its runtime.
