@@ -215,9 +215,12 @@ def _cli(*args, env=None, timeout=300):
       timeout=timeout)
 
 
-def _cli_args(model_dir, data_dir, *bindings):
+def _cli_args(model_dir, data_dir, *bindings, parallel=1):
+  # One part per micro-batch by default, as the in-process runs that the
+  # command-line runs are compared with bit for bit.
   args = [f"--gin_file={os.path.join(ROOT, 'configs/tiny.gin')}",
-          f"--model_dir={model_dir}", f"--data_dir={data_dir}"]
+          f"--model_dir={model_dir}", f"--data_dir={data_dir}",
+          f"--parallel_micro_batches={parallel}"]
   return args + [f"--gin_bindings={b}" for b in TINY_DATA + list(bindings)]
 
 
@@ -226,7 +229,7 @@ def test_multi_worker_matches_single_process(data_dir, tmp_path):
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
   procs = [subprocess.Popen(
       [sys.executable, "-m", "trainer.main",
-       *_cli_args(tmp_path / "mw", data_dir)],
+       *_cli_args(tmp_path / "mw", data_dir, parallel=2)],
       cwd=ROOT, env={**os.environ, "TF_CONFIG": json.dumps(
           {"cluster": cluster, "task": {"type": "worker", "index": i}})},
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
