@@ -278,7 +278,7 @@ def run_ours(run_dir, bindings, data_dir, batch_size):
            if "examples_per_second" in r]
   evals = [r for r in records if "eval_mlm_accuracy" in r]
   with open(os.path.join(run_dir, "stdout.txt")) as f:
-    parts = re.search(r"of (\d+) parts computed at once", f.read())
+    parts = re.search(r"as (\d+) parts computed at once", f.read())
   return dict(rate=loop_rate(loops, batch_size), rss=rss,
               mlm_accuracy=evals[-1]["eval_mlm_accuracy"],
               parts=int(parts[1]) if parts else 1)

@@ -89,8 +89,9 @@ def run():
       raise FileNotFoundError(f"gin file {path} does not exist")
   import gin  # pylint: disable=g-import-not-at-top
   from trainer import distribute  # pylint: disable=g-import-not-at-top
-  # The strategy comes first: multi-worker collectives must be configured
-  # before anything else starts TensorFlow's runtime.
+  # Op threads, devices and the strategy come first: they (and multi-worker
+  # collectives) must be configured before anything starts TensorFlow's
+  # runtime.
   parallel_parts = distribute.cpu_parallelism(
       FLAGS.parallel_micro_batches, FLAGS.tpu, FLAGS.cpu_replicas)
   distribute.split_cpu(FLAGS.cpu_replicas)

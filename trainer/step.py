@@ -58,10 +58,11 @@ def trim_to_longest(batch, enabled=True):
 
 def split_rows(batch, parts):
   """Cuts a batch into `parts` runs of consecutive examples (sizes differ by
-  at most one)."""
+  at most one; no more runs than examples)."""
   rows = batch["input_mask"].shape[0]
-  if parts == 1 or rows is None:
+  if rows is None or min(parts, rows) <= 1:
     return [batch]
+  parts = min(parts, rows)
   sizes = [rows // parts + (i < rows % parts) for i in range(parts)]
   pieces = tf.nest.map_structure(lambda x: tf.split(x, sizes), batch)
   return [{k: v[i] for k, v in pieces.items()} for i in range(parts)]
@@ -135,9 +136,8 @@ def make_train_loop(strategy, model, optimizer, variables, counters, *,
 
   def micro_batch_grads(batch, mlm_denominator):
     """`compute_grads` of one micro-batch, as `parallel_parts` parts."""
-    rows = batch["input_mask"].shape[0] or 1
     parts = [trim_to_longest(p, trim_padding)
-             for p in split_rows(batch, min(parallel_parts, rows))]
+             for p in split_rows(batch, parallel_parts)]
     results = [compute_grads(p, mlm_denominator) for p in parts]
     if len(results) == 1:
       return results[0]
@@ -264,9 +264,7 @@ def make_eval_loop(strategy, model, trim_padding=False, parallel_parts=1):
     return tf.stack([sums[k] for k in model_lib.METRIC_SUMS])
 
   def eval_step(batch):
-    rows = batch["input_mask"].shape[0] or 1
-    return tf.add_n([part_sums(p) for p in
-                     split_rows(batch, min(parallel_parts, rows))])
+    return tf.add_n([part_sums(p) for p in split_rows(batch, parallel_parts)])
 
   @tf.function
   def eval_loop(iterator, num_steps):

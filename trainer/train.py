@@ -332,8 +332,8 @@ def train(model_dir, data_dir=None, strategy=None, parallel_micro_batches=1, *,
   # nothing has been trained yet, so it simply ends the process).
   with preemption.stop_on_signal(lambda: stop_requested.assign(True)):
     current = int(step.numpy())
-    parallel_note = (f" of {parallel_micro_batches} parts computed at once"
-                     if parallel_micro_batches > 1 else "")
+    parallel_note = (f", each as {parallel_micro_batches} parts computed "
+                     "at once" if parallel_micro_batches > 1 else "")
     reporter.info(f"training {total_steps} steps of {global_batch_size} "
                   f"examples on {replicas} replica(s), "
                   f"{grad_accumulation_steps} micro-batch(es) per step"
