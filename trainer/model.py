@@ -8,6 +8,8 @@ masked-LM head tied to the word embeddings and a next-sentence head, as in
 `official/nlp/tasks/masked_lm.py`.
 """
 
+import json
+
 import gin
 import tensorflow as tf
 import tf_keras
@@ -66,6 +68,25 @@ def build_pretrainer(vocab_size, max_seq_length, max_predictions_per_seq):
                   masked_lm_positions=tf.zeros([1, max_predictions_per_seq],
                                                tf.int32)))
   return pretrainer
+
+
+def encoder_config(encoder):
+  """`BertEncoderV2`'s constructor arguments as plain JSON values, so that
+  `networks.BertEncoderV2(**encoder_config(encoder))` rebuilds the network.
+
+  The Model Garden's default activation (GELU, tanh approximation) is a
+  lambda that does not serialize; it is left out, so the default applies.
+  """
+  config = dict(encoder.get_config())
+  if config.get("embedding_layer") is not None:
+    raise ValueError("an encoder with a custom embedding layer has no JSON "
+                     "config")
+  config.pop("embedding_layer", None)
+  if config.get("inner_activation") == "<lambda>":
+    config.pop("inner_activation")
+  config["initializer"] = tf_keras.initializers.serialize(
+      tf_keras.initializers.get(config["initializer"]))
+  return json.loads(json.dumps(config, default=dict))
 
 
 def trained_variables(pretrainer):

@@ -69,6 +69,8 @@ class Reporter:
             f"mlm_acc {metrics['mlm_accuracy']:.4f} | "
             f"nsp_acc {metrics['nsp_accuracy']:.3f} | "
             f"lr {metrics['learning_rate']:.3e} | {rate:.1f} ex/s | ETA {eta}")
+    if "gradient_noise_scale" in metrics:
+      line += f" | noise scale {metrics['gradient_noise_scale']:.0f}"
     if metrics.get("skipped_steps"):
       line += f" | skipped {int(metrics['skipped_steps'])} non-finite step(s)"
       if "skipped_steps_total" in metrics:

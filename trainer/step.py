@@ -16,6 +16,7 @@ import tf_keras
 import data
 from trainer import faults
 from trainer import model as model_lib
+from trainer import noise_scale
 
 
 @dataclasses.dataclass
@@ -106,7 +107,10 @@ def make_train_loop(strategy, model, optimizer, variables, counters, *,
   set or `max_consecutive_skips` is reached) and returns the summed
   `model_lib.METRIC_SUMS` of the steps, the sum of their gradient norms,
   how many were skipped, the parameter norm and LAMB's trust-ratio
-  statistics after the last one, and whether it stopped on request.
+  statistics after the last one (and, with two or more gradient pieces, the
+  gradient noise scale's two terms summed over the applied steps:
+  `noise_trace_sum`, `noise_grad_sq_sum`), and whether it stopped on
+  request.
   """
   loss_scaled = isinstance(optimizer,
                            tf_keras.mixed_precision.LossScaleOptimizer)
@@ -134,15 +138,30 @@ def make_train_loop(strategy, model, optimizer, variables, counters, *,
   if jit_compile:
     compute_grads = tf.function(compute_grads, jit_compile=True)
 
+  # The step's gradient is the sum of `pieces` independently computed
+  # gradients (parts x micro-batches x replicas); the squared norms of the
+  # pieces and of their sum give the gradient noise scale (noise_scale.py).
+  replicas = strategy.num_replicas_in_sync
+  micro_rows = global_batch_size // (replicas * grad_accumulation_steps)
+  pieces = replicas * grad_accumulation_steps * min(parallel_parts,
+                                                     micro_rows)
+
+  def sq_norm(grads):
+    if pieces < 2:
+      return tf.constant(0.0)
+    return tf.square(tf.cast(tf.linalg.global_norm(grads), tf.float32))
+
   def micro_batch_grads(batch, mlm_denominator):
-    """`compute_grads` of one micro-batch, as `parallel_parts` parts."""
+    """`compute_grads` of one micro-batch, as `parallel_parts` parts, and
+    the sum of the parts' squared gradient norms."""
     parts = [trim_to_longest(p, trim_padding)
              for p in split_rows(batch, parallel_parts)]
     results = [compute_grads(p, mlm_denominator) for p in parts]
+    piece_sq = tf.add_n([sq_norm(r[0]) for r in results])
     if len(results) == 1:
-      return results[0]
+      return results[0] + (piece_sq,)
     grads = [tf.add_n(list(g)) for g in zip(*(r[0] for r in results))]
-    return grads, tf.add_n([r[1] for r in results])
+    return grads, tf.add_n([r[1] for r in results]), piece_sq
 
   def apply(grads):
     return optimizer.apply_gradients(zip(grads, variables),
@@ -181,12 +200,13 @@ def make_train_loop(strategy, model, optimizer, variables, counters, *,
       # not depend on which examples go together).
       batch = sort_by_length(batch)
     if k == 1:
-      grads, sums = micro_batch_grads(batch, mlm_denominator)
+      grads, sums, piece_sq = micro_batch_grads(batch, mlm_denominator)
     else:
       micro = tf.nest.map_structure(
           lambda x: tf.reshape(x, [k, -1] + dims(x)[1:]), batch)
       grads = [tf.zeros_like(v) for v in variables]
       sums = tf.zeros([len(model_lib.METRIC_SUMS)])
+      piece_sq = tf.constant(0.0)
       for i in tf.range(k):
         # One micro-batch at a time: with overlapping iterations, Grappler's
         # rewrite of the gradient sums intermittently failed here
@@ -194,16 +214,23 @@ def make_train_loop(strategy, model, optimizer, variables, counters, *,
         # tensorflow#33713). Turning its arithmetic optimizer off instead
         # costs 25% of the step on CPU.
         tf.autograph.experimental.set_loop_options(parallel_iterations=1)
-        g, s = micro_batch_grads(
+        g, s, sq = micro_batch_grads(
             tf.nest.map_structure(lambda x: x[i], micro), mlm_denominator)
         grads = [a + b for a, b in zip(grads, g)]
         sums += s
-    # The one cross-replica all-reduce of the step (a SUM, see above).
-    grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        piece_sq += sq
+    # The one cross-replica all-reduce of the step (a SUM, see above); the
+    # pieces' squared norms ride along.
+    *grads, piece_sq = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                                      grads + [piece_sq])
     grads = faults.poison_gradients(grads, counters.step)  # Only under test.
     if loss_scaled:
       grads = optimizer.get_unscaled_gradients(grads)
+      piece_sq /= tf.square(tf.cast(optimizer.loss_scale, tf.float32))
     grad_norm = tf.linalg.global_norm(grads)
+    noise = tf.stack(noise_scale.step_terms(
+        piece_sq, tf.square(tf.cast(grad_norm, tf.float32)), pieces,
+        global_batch_size))
     if clip_global_norm:
       grads, _ = tf.clip_by_global_norm(grads, clip_global_norm,
                                         use_norm=grad_norm)
@@ -211,7 +238,7 @@ def make_train_loop(strategy, model, optimizer, variables, counters, *,
     # takes the same branch. A NaN/Inf loss makes the gradients non-finite.
     ok = tf.math.is_finite(grad_norm)
     apply_if(ok, grads)
-    return sums, grad_norm, ok, counts[1] > 0
+    return sums, grad_norm, ok, counts[1] > 0, noise
 
   def first(value):
     return strategy.experimental_local_results(value)[0]
@@ -222,8 +249,9 @@ def make_train_loop(strategy, model, optimizer, variables, counters, *,
     norm_sum = tf.constant(0.0)
     skipped = tf.constant(0, tf.int64)
     stopped = tf.constant(False)
+    noise_sums = tf.zeros([2])
     for _ in tf.range(num_steps):
-      sums, grad_norm, ok, stop = strategy.run(
+      sums, grad_norm, ok, stop, noise = strategy.run(
           replica_step, args=(to_replicas(strategy, next(iterator)),
                               counters.stop.read_value()))
       totals += strategy.reduce("SUM", sums, axis=None)
@@ -235,6 +263,7 @@ def make_train_loop(strategy, model, optimizer, variables, counters, *,
       counters.consecutive_skips.assign(
           (counters.consecutive_skips + skip) * skip)
       norm_sum += tf.where(ok, grad_norm, 0.0)
+      noise_sums += tf.where(ok, first(noise), 0.0)
       if counters.consecutive_skips >= max_consecutive_skips:
         break
       stopped = first(stop)
@@ -245,6 +274,9 @@ def make_train_loop(strategy, model, optimizer, variables, counters, *,
     if hasattr(lamb, "trust_ratio_stats"):
       norms.update({f"trust_ratio_{k}": v
                     for k, v in lamb.trust_ratio_stats().items()})
+    if pieces > 1:
+      norms.update(noise_trace_sum=noise_sums[0],
+                   noise_grad_sq_sum=noise_sums[1])
     return totals, norm_sum, skipped, norms, stopped
 
   return train_loop

@@ -19,6 +19,7 @@ recipe does.
 """
 
 import functools
+import json
 import os
 import tempfile
 import time
@@ -33,8 +34,10 @@ from lamb import LAMB
 from trainer import checkpointing
 from trainer import distribute
 from trainer import model as model_lib
+from trainer import noise_scale
 from trainer import preemption
 from trainer import reporting
+from trainer import runtime
 from trainer import schedule as schedule_lib
 from trainer import step as step_lib
 
@@ -90,6 +93,15 @@ def _writable_dir(path):
                           f"{str(e).splitlines()[0]}") from None
 
 
+def _write_run_assets(model_dir, encoder, vocab_file):
+  """Writes `encoder_config.json` and `vocab.txt` into `model_dir`."""
+  with tf.io.gfile.GFile(os.path.join(model_dir, "encoder_config.json"),
+                         "w") as f:
+    json.dump(model_lib.encoder_config(encoder), f, indent=2, sort_keys=True)
+  tf.io.gfile.copy(vocab_file, os.path.join(model_dir, "vocab.txt"),
+                   overwrite=True)
+
+
 @gin.configurable(module="trainer", denylist=[
     "model_dir", "data_dir", "strategy", "parallel_micro_batches"])
 def train(model_dir, data_dir=None, strategy=None, parallel_micro_batches=1, *,
@@ -98,7 +110,7 @@ def train(model_dir, data_dir=None, strategy=None, parallel_micro_batches=1, *,
           checkpoint_every_steps=1000, keep_checkpoints=3,
           eval_every_steps=1000, eval_steps=50, seed=0, init_checkpoint=None,
           optimizer=LAMB, clip_global_norm=None, jit_compile=False,
-          trim_padding=None, mixed_precision=None, deterministic=False,
+          trim_padding=None, mixed_precision="auto", deterministic=False,
           max_consecutive_skips=10):
   """Pretrains BERT and returns the final eval metrics.
 
@@ -131,8 +143,11 @@ def train(model_dir, data_dir=None, strategy=None, parallel_micro_batches=1, *,
       less padding computed (more micro-batches, less padding). It makes
       shapes vary, so None (the default) turns it on except on TPU and
       under `jit_compile`.
-    mixed_precision: None, "bfloat16" (TPU) or "float16" (GPU; dynamic loss
-      scaling).
+    mixed_precision: "auto" (bfloat16 on TPUs, GPUs of compute capability
+      8.0+ and CPUs with native bfloat16; float16 with dynamic loss scaling
+      on GPUs of compute capability 7.x; float32 elsewhere, see
+      `runtime.resolve_mixed_precision`), or explicitly None / "float32",
+      "bfloat16", "float16".
     deterministic: make ops deterministic so that a run killed at any moment
       (even SIGKILL during a checkpoint write) and restarted with the same
       command ends with the same weights, optimizer state and logged losses
@@ -187,9 +202,9 @@ def train(model_dir, data_dir=None, strategy=None, parallel_micro_batches=1, *,
                      "(train.jit_compile) and TPUs cannot run; leave it unset")
   if trim_padding is None:
     trim_padding = not static_shapes
-  if mixed_precision not in (None, "bfloat16", "float16"):
-    raise ValueError(f"train.mixed_precision must be None, 'bfloat16' or "
-                     f"'float16', got {mixed_precision!r}")
+  mixed_precision, precision_reason = runtime.resolve_mixed_precision(
+      mixed_precision,
+      tpu=isinstance(strategy, tf.distribute.TPUStrategy))
   chief = distribute.is_chief(strategy)
   # Non-chief workers write their (required) share of a checkpoint to a
   # scratch directory, which is thrown away.
@@ -203,9 +218,7 @@ def train(model_dir, data_dir=None, strategy=None, parallel_micro_batches=1, *,
   # Dropout draws from a tf.random.Generator whose state is a variable that
   # the checkpoint saves, so a resumed run continues the same random stream.
   tf_keras.backend.experimental.enable_tf_random_generator()
-  tf_keras.mixed_precision.set_global_policy(
-      {None: "float32", "bfloat16": "mixed_bfloat16",
-       "float16": "mixed_float16"}[mixed_precision])
+  runtime.set_precision_policy(mixed_precision)
 
   data_kwargs = dataset()
   if data_kwargs["bucket_width"] and isinstance(
@@ -263,6 +276,8 @@ def train(model_dir, data_dir=None, strategy=None, parallel_micro_batches=1, *,
     # of checkpoints; saving them makes a resumed run continue each random
     # stream instead of restarting it.
     dropout_rng = checkpointing.dropout_generators(model)
+  if chief:  # What an export needs besides the weights (trainer/export.py).
+    _write_run_assets(model_dir, model.encoder_network, info.vocab_file)
   # Set from a watcher thread on SIGTERM and read before every step; a plain
   # host variable, outside the strategy, because each worker has its own.
   stop_requested = tf.Variable(False, trainable=False)
@@ -341,6 +356,8 @@ def train(model_dir, data_dir=None, strategy=None, parallel_micro_batches=1, *,
                   f"{sum(int(np.prod(v.shape)) for v in variables):,} "
                   f"parameters; vocab "
                   f"{info.vocab_size}; starting at step {current}")
+    reporter.info(runtime.describe_precision(mixed_precision,
+                                             precision_reason))
     metrics = None
     wrote_config = False
     while current < total_steps:
@@ -363,6 +380,11 @@ def train(model_dir, data_dir=None, strategy=None, parallel_micro_batches=1, *,
       # steps has none (and LAMB's record of earlier ones is not saved).
       norms = {k: v for k, v in norms.items()
                if done > skipped or not k.startswith("trust_ratio_")}
+      if "noise_trace_sum" in norms:
+        noise = noise_scale.ratio(norms.pop("noise_trace_sum"),
+                                  norms.pop("noise_grad_sq_sum"))
+        if np.isfinite(noise):
+          norms["gradient_noise_scale"] = noise
       loop_metrics.update(
           learning_rate=float(lr_schedule(tf.maximum(opt.iterations - 1, 0))),
           grad_norm=float(norm_sum) / max(done - skipped, 1),
