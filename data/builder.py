@@ -1,35 +1,25 @@
-r"""The TFDS dataset of BERT sentence pairs, and `prepare_dataset`.
+r"""The TFDS dataset of BERT sentence pairs: `BertPretraining`.
 
-A data dir holds, once prepared::
+Examples are sentence pairs of WordPiece ids without special tokens, with
+next-sentence labels; `pipeline.build_dataset` adds [CLS]/[SEP], pads and
+masks. A config (`make_config`) names what the dataset is made of: the
+corpus, the vocab, the sequence length, the pairing seed and the dupe factor.
+`prepared.prepare_dataset` builds it once under a data dir::
 
-  DATA_DIR/corpora/SLUG/corpus.txt       the embedded corpus, as text
-  DATA_DIR/corpora/SLUG/vocab-8192.txt   the WordPiece vocab learned from it
   DATA_DIR/bert_pretraining/CONFIG/1.0.0 the TFDS dataset (train, validation)
 
-Each step writes to a temporary name and renames when complete (TFDS does the
-same for the dataset), so a build that is killed halfway is redone, never
-taken for complete. Examples are sentence pairs of WordPiece ids without
-special tokens; `pipeline.build_dataset` adds [CLS]/[SEP], pads and masks.
+TFDS writes to a temporary folder and renames it when complete, so a build
+that is killed halfway is redone, never taken for complete.
 
-The dataset also builds with the TFDS command line, from the repository root::
-
-  tfds build data/builder.py --config=embedded-v8192-l128 \
-      --data_dir=~/bert_lamb_data
-
-(configs ``embedded-v8192-l128`` and ``embedded-v8192-l512``: the embedded
-corpus, an 8192-token vocab and sequences of 128 or 512 tokens for the two
-phases of the BERT recipe; the same folders `prepare_dataset` makes).
+The TFDS command line (`tfds build data/builder.py`) also knows the two
+predefined configs (``embedded-v8192-l128`` and ``embedded-v8192-l512``), but
+it needs apache-beam, which requirements.txt does not install (see the
+README); `python -m data.prepare` makes the same folders without it.
 """
 
 import dataclasses
-import hashlib
-import itertools
-import json
 import os
 import random
-import re
-import shutil
-import time
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from etils import epath
@@ -37,15 +27,14 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from data import assets as assets_lib
 from data import corpus as corpus_lib
+from data import defaults
 from data import pairs as pairs_lib
 from data import vocab as vocab_lib
 
-DEFAULT_DATA_DIR = os.path.join("~", "bert_lamb_data")
 NAME = "bert_pretraining"
-
-# Every 20th document is held out for the validation split (5%).
-VALIDATION_EVERY = 20
+VALIDATION_EVERY = assets_lib.VALIDATION_EVERY
 # Documents are paired and tokenized this many at a time, bounding memory on
 # large corpora; random "next" segments come from the same group.
 _DOCUMENTS_PER_GROUP = 20_000
@@ -55,39 +44,21 @@ _MIN_SEQ_LENGTH = 5  # [CLS] A [SEP] B [SEP] with one token in A and in B.
 @dataclasses.dataclass
 class BertPretrainingConfig(tfds.core.BuilderConfig):
   """What a prepared dataset is made of; see `make_config`."""
-  corpus: str = corpus_lib.EMBEDDED
-  vocab_size: int = 8192
+  corpus: str = defaults.CORPUS
+  vocab_size: int = defaults.VOCAB_SIZE
   vocab_file: Optional[str] = None
-  max_seq_length: int = 128
+  max_seq_length: int = defaults.MAX_SEQ_LENGTH
   seed: int = 0
-  dupe_factor: int = 5
+  dupe_factor: int = defaults.DUPE_FACTOR
   short_seq_prob: float = 0.1
   tfds_data_dir: Optional[str] = None
 
 
-def corpus_slug(corpus: str) -> str:
-  """A short folder name identifying a corpus spec."""
-  if corpus == corpus_lib.EMBEDDED:
-    return corpus
-  if corpus.startswith(corpus_lib.TFDS_PREFIX):
-    name = corpus[len(corpus_lib.TFDS_PREFIX):]
-    return "tfds_" + re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-  # Files are identified by their names and sizes: a changed corpus is a new
-  # corpus.
-  digest = hashlib.sha1()
-  for path in corpus_lib.text_files(corpus):
-    digest.update(f"{os.path.abspath(path)}:{os.path.getsize(path)};".encode())
-  return "text_" + digest.hexdigest()[:10]
-
-
-def _file_digest(path: str) -> str:
-  with open(path, "rb") as f:
-    return hashlib.sha1(f.read()).hexdigest()[:10]
-
-
-def make_config(*, corpus: str = corpus_lib.EMBEDDED, vocab_size: int = 8192,
-                vocab_file: Optional[str] = None, max_seq_length: int = 128,
-                seed: int = 0, dupe_factor: int = 5,
+def make_config(*, corpus: str = defaults.CORPUS,
+                vocab_size: int = defaults.VOCAB_SIZE,
+                vocab_file: Optional[str] = None,
+                max_seq_length: int = defaults.MAX_SEQ_LENGTH,
+                seed: int = 0, dupe_factor: int = defaults.DUPE_FACTOR,
                 tfds_data_dir: Optional[str] = None,
                 name: Optional[str] = None) -> BertPretrainingConfig:
   """Checks the arguments and names the dataset config they define.
@@ -122,101 +93,23 @@ def make_config(*, corpus: str = corpus_lib.EMBEDDED, vocab_size: int = 8192,
   if vocab_file is not None:
     vocab_file = os.path.abspath(os.path.expanduser(vocab_file))
     vocab_lib.load_vocab(vocab_file)  # Fails early on a bad vocab.
-    vocab_part = "vocab" + _file_digest(vocab_file)
+    vocab_part = "vocab" + assets_lib.file_digest(vocab_file)
   else:
     if vocab_size < len(vocab_lib.RESERVED_TOKENS) + 1:
       raise ValueError(f"vocab_size={vocab_size} is too small to hold the "
                        f"{len(vocab_lib.RESERVED_TOKENS)} special tokens")
     vocab_part = f"v{vocab_size}"
   if name is None:
-    name = f"{corpus_slug(corpus)}-{vocab_part}-l{max_seq_length}"
+    name = f"{assets_lib.corpus_slug(corpus)}-{vocab_part}-l{max_seq_length}"
     name += f"-s{seed}" if seed else ""
-    name += f"-d{dupe_factor}" if dupe_factor != 5 else ""
+    name += (f"-d{dupe_factor}" if dupe_factor != defaults.DUPE_FACTOR
+             else "")
   return BertPretrainingConfig(
       name=name, corpus=corpus, vocab_size=vocab_size, vocab_file=vocab_file,
       max_seq_length=max_seq_length, seed=seed, dupe_factor=dupe_factor,
       tfds_data_dir=tfds_data_dir,
       description=f"BERT sentence pairs of {max_seq_length} tokens from the "
                   f"{corpus!r} corpus.")
-
-
-@dataclasses.dataclass(frozen=True)
-class Assets:
-  """The corpus and vocab a dataset is built from.
-
-  Attributes:
-    corpus: the corpus spec to read documents from (the embedded corpus is
-      read from its cached text file).
-    vocab_file: path of the vocab.
-    lower_case: whether the vocab is uncased.
-  """
-  corpus: str
-  vocab_file: str
-  lower_case: bool
-
-
-def prepare_assets(data_dir: str, config: BertPretrainingConfig, *,
-                   progress: bool = False) -> Assets:
-  """Writes the corpus text and vocab under `data_dir` unless already there.
-
-  Args:
-    data_dir: the root data dir.
-    config: the dataset config.
-    progress: show progress bars and messages.
-
-  Returns:
-    The `Assets`.
-
-  Raises:
-    FileNotFoundError: the corpus is missing.
-    ValueError: the corpus is empty, unreadable or too small.
-  """
-  assets_dir = os.path.join(data_dir, "corpora", corpus_slug(config.corpus))
-  source = config.corpus
-  if config.corpus == corpus_lib.EMBEDDED:
-    source = os.path.join(assets_dir, "corpus.txt")
-    if not os.path.exists(source):
-      _log(progress, "Gathering the embedded corpus from docstrings...")
-      files = corpus_lib.embedded_source_files()
-      if progress:
-        files = tfds.core.utils.tqdm(files, desc="Docstrings", unit=" files")
-      corpus_lib.write_documents(corpus_lib.embedded_documents(files), source)
-  first = list(itertools.islice(corpus_lib.read_documents(
-      source, tfds_data_dir=config.tfds_data_dir), 2 * VALIDATION_EVERY))
-  if not first:
-    raise ValueError(f"corpus {config.corpus!r} has no text")
-  if len(first) < 2 * VALIDATION_EVERY:
-    raise ValueError(
-        f"corpus {config.corpus!r} has only {len(first)} documents; at least "
-        f"{2 * VALIDATION_EVERY} are needed (every {VALIDATION_EVERY}th is held"
-        " out for validation; documents are separated by blank lines)")
-  if config.vocab_file:
-    tokens = vocab_lib.load_vocab(config.vocab_file)
-    vocab_file = os.path.join(assets_dir,
-                              f"vocab-{_file_digest(config.vocab_file)}.txt")
-    if not os.path.exists(vocab_file):
-      vocab_lib.write_vocab(tokens, vocab_file)
-    return Assets(source, vocab_file, vocab_lib.is_lower_case(tokens))
-  vocab_file = os.path.join(assets_dir, f"vocab-{config.vocab_size}.txt")
-  if not os.path.exists(vocab_file):
-    _log(progress, f"Learning a {config.vocab_size}-token WordPiece vocab...")
-    start = time.time()
-    sentences = (s for doc in corpus_lib.read_documents(
-        source, tfds_data_dir=config.tfds_data_dir) for s in doc)
-    tokens = vocab_lib.learn_vocab(sentences, vocab_size=config.vocab_size)
-    vocab_lib.write_vocab(tokens, vocab_file)
-    _log(progress, f"Vocab learned in {time.time() - start:.0f} s")
-  return Assets(source, vocab_file, True)
-
-
-def _progress_bars_shown() -> bool:
-  """Whether TFDS shows progress bars (it has no public getter)."""
-  return tfds.core.utils.tqdm_utils._active  # pylint: disable=protected-access
-
-
-def _log(enabled: bool, message: str) -> None:
-  if enabled:
-    print(message, flush=True)
 
 
 def tokenize_documents(documents: Sequence[corpus_lib.Document],
@@ -266,7 +159,7 @@ class BertPretraining(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {"1.0.0": "Sentence pairs with next-sentence labels."}
   # The defaults of `prepare_dataset` for the two phases, under the names it
   # gives them, so `tfds build` and `prepare_dataset` make the same folders.
-  BUILDER_CONFIGS = [make_config(max_seq_length=128),
+  BUILDER_CONFIGS = [make_config(max_seq_length=defaults.MAX_SEQ_LENGTH),
                      make_config(max_seq_length=512)]
 
   @tfds.core.utils.classproperty
@@ -284,14 +177,15 @@ class BertPretraining(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing is downloaded.
-    assets = prepare_assets(os.fspath(self.data_dir_root), self.builder_config,
-                            progress=_progress_bars_shown())
+    assets = assets_lib.prepare_assets(
+        os.fspath(self.data_dir_root), self.builder_config,
+        progress=assets_lib.progress_bars_shown())
     return {
         "train": self._generate_examples(assets, "train"),
         "validation": self._generate_examples(assets, "validation"),
     }
 
-  def _split_documents(self, assets: Assets, split: str
+  def _split_documents(self, assets: assets_lib.Assets, split: str
                       ) -> Iterator[List[corpus_lib.Document]]:
     """Groups of the split's documents, in corpus order."""
     group, previous = [], None
@@ -311,7 +205,7 @@ class BertPretraining(tfds.core.GeneratorBasedBuilder):
       if last:
         yield last
 
-  def _generate_examples(self, assets: Assets, split: str
+  def _generate_examples(self, assets: assets_lib.Assets, split: str
                         ) -> Iterator[Tuple[int, Dict[str, object]]]:
     config = self.builder_config
     tokens = vocab_lib.load_vocab(assets.vocab_file)
@@ -339,153 +233,3 @@ class BertPretraining(tfds.core.GeneratorBasedBuilder):
           }
           example_id += 1
     self.info.metadata[split] = dict(stats, examples=example_id)
-
-
-@dataclasses.dataclass(frozen=True)
-class PreparedDataset:
-  """A prepared dataset, as returned by `prepare_dataset`.
-
-  Attributes:
-    vocab_file: path of the vocab.txt (one token a line).
-    vocab_size: number of tokens in it: the model's vocab size.
-    max_seq_length: tokens per example.
-    num_examples: examples per split, e.g. {"train": ..., "validation": ...}.
-    dataset_dir: the TFDS dataset's folder.
-    lower_case: whether text is lower-cased before tokenizing.
-    stats: per split, the numbers of documents, sentences, tokens (WordPiece,
-      counted once) and examples.
-    shards: per split, the record files and their numbers of examples.
-  """
-  vocab_file: str
-  vocab_size: int
-  max_seq_length: int
-  num_examples: Dict[str, int]
-  dataset_dir: str
-  lower_case: bool
-  stats: Dict[str, Dict[str, int]] = dataclasses.field(repr=False)
-  shards: Dict[str, List[Tuple[str, int]]] = dataclasses.field(repr=False)
-
-
-def _data_root(data_dir: Optional[str]) -> str:
-  return os.path.abspath(os.path.expanduser(data_dir or DEFAULT_DATA_DIR))
-
-
-def _dataset_dir(data_dir: str, config: BertPretrainingConfig) -> str:
-  return os.path.join(data_dir, NAME, config.name,
-                      str(BertPretraining.VERSION))
-
-
-def _read_prepared(data_dir: str,
-                   config: BertPretrainingConfig) -> PreparedDataset:
-  """Describes a prepared dataset from the files TFDS wrote.
-
-  The record files are listed from dataset_info.json directly rather than
-  through TFDS's reader, which fails to restore dataset info under
-  protobuf >= 7 (TFDS 4.9.9 reads `FieldDescriptor.label`).
-  """
-  dataset_dir = _dataset_dir(data_dir, config)
-  with open(os.path.join(dataset_dir, "dataset_info.json")) as f:
-    info = json.load(f)
-  shards = {}
-  for split in info["splits"]:
-    lengths = [int(n) for n in split["shardLengths"]]
-    shards[split["name"]] = [
-        (os.path.join(dataset_dir, f"{NAME}-{split['name']}."
-                      f"{info.get('fileFormat', 'tfrecord')}-"
-                      f"{i:05d}-of-{len(lengths):05d}"), n)
-        for i, n in enumerate(lengths)]
-  assets_dir = os.path.join(data_dir, "corpora", corpus_slug(config.corpus))
-  if config.vocab_file:
-    vocab_file = os.path.join(assets_dir,
-                              f"vocab-{_file_digest(config.vocab_file)}.txt")
-  else:
-    vocab_file = os.path.join(assets_dir, f"vocab-{config.vocab_size}.txt")
-  tokens = vocab_lib.load_vocab(vocab_file)
-  stats = {}
-  metadata_file = os.path.join(dataset_dir, "metadata.json")
-  if os.path.exists(metadata_file):
-    with open(metadata_file) as f:
-      stats = json.load(f)
-  return PreparedDataset(
-      vocab_file=vocab_file, vocab_size=len(tokens),
-      max_seq_length=config.max_seq_length,
-      num_examples={k: sum(n for _, n in v) for k, v in shards.items()},
-      dataset_dir=dataset_dir, lower_case=vocab_lib.is_lower_case(tokens),
-      stats=stats, shards=shards)
-
-
-def _is_prepared(data_dir: str, config: BertPretrainingConfig) -> bool:
-  # TFDS renames the dataset's folder into place once it is complete.
-  return os.path.exists(os.path.join(_dataset_dir(data_dir, config),
-                                     "dataset_info.json"))
-
-
-def prepare_dataset(data_dir: Optional[str] = None, *,
-                    corpus: str = corpus_lib.EMBEDDED, vocab_size: int = 8192,
-                    vocab_file: Optional[str] = None,
-                    max_seq_length: int = 128, seed: int = 0,
-                    dupe_factor: int = 5,
-                    tfds_data_dir: Optional[str] = None,
-                    progress: bool = True) -> PreparedDataset:
-  """Builds the dataset once (corpus, vocab, TFDS splits); then returns at once.
-
-  Args:
-    data_dir: where everything is cached; ``~/bert_lamb_data`` when None.
-    corpus: ``"embedded"``, a glob of text files (a sentence a line, a blank
-      line between documents, ``.gz`` allowed) or ``"tfds:NAME"``.
-    vocab_size: tokens in the vocab learned from the corpus.
-    vocab_file: a vocab.txt to use instead (it must hold [PAD], [UNK], [CLS],
-      [SEP] and [MASK]); lower-casing follows it (uncased if it has no capital
-      letters).
-    max_seq_length: tokens per example (128 for phase 1, 512 for phase 2).
-    seed: seeds sentence pairing; part of the dataset's identity.
-    dupe_factor: times the training documents are paired, differently.
-    tfds_data_dir: where ``tfds:`` corpora live (TFDS's default if None).
-    progress: show progress bars and a line per step.
-
-  Returns:
-    A `PreparedDataset`.
-
-  Raises:
-    ValueError, FileNotFoundError: bad input, with a one-line message.
-  """
-  data_dir = _data_root(data_dir)
-  config = make_config(corpus=corpus, vocab_size=vocab_size,
-                       vocab_file=vocab_file, max_seq_length=max_seq_length,
-                       seed=seed, dupe_factor=dupe_factor,
-                       tfds_data_dir=tfds_data_dir)
-  if not _is_prepared(data_dir, config):
-    parent = os.path.dirname(_dataset_dir(data_dir, config))
-    if os.path.isdir(parent) and any(
-        d.startswith("incomplete.") for d in os.listdir(parent)):
-      _log(progress, f"An earlier build of {config.name} did not complete; "
-           "building it again.")
-    # Corpus and vocab first: bad input fails before TFDS starts a build.
-    prepare_assets(data_dir, config, progress=progress)
-    shown = _progress_bars_shown()
-    tfds.display_progress_bar(progress)
-    try:
-      # A config equal to a predefined one goes by its name: TFDS refuses a
-      # custom config named like a predefined one.
-      predefined = {c.name: c for c in BertPretraining.BUILDER_CONFIGS}
-      named = config.name if predefined.get(config.name) == config else config
-      BertPretraining(config=named, data_dir=data_dir).download_and_prepare()
-    finally:
-      tfds.display_progress_bar(shown)
-  return _read_prepared(data_dir, config)
-
-
-def load_prepared(data_dir: Optional[str] = None, **kwargs) -> PreparedDataset:
-  """The dataset `prepare_dataset(data_dir, **kwargs)` made, without building.
-
-  Raises:
-    FileNotFoundError: it has not been prepared.
-  """
-  data_dir = _data_root(data_dir)
-  config = make_config(**kwargs)
-  if not _is_prepared(data_dir, config):
-    raise FileNotFoundError(
-        f"the dataset {config.name} is not prepared in {data_dir}; run "
-        "data.prepare_dataset or `python -m data.prepare` with the same "
-        "arguments first")
-  return _read_prepared(data_dir, config)

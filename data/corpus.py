@@ -34,6 +34,8 @@ import re
 import sysconfig
 from typing import Iterable, Iterator, List, Optional
 
+from data import files
+
 EMBEDDED = "embedded"
 TFDS_PREFIX = "tfds:"
 
@@ -339,10 +341,8 @@ def write_documents(documents: Iterable[Document], path: str) -> None:
     documents: lists of sentences.
     path: the file to write; it appears only once complete.
   """
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp_path = f"{path}.tmp{os.getpid()}"
-  with open(tmp_path, "w", encoding="utf-8") as f:
-    for document in documents:
-      f.write("\n".join(document))
-      f.write("\n\n")
-  os.replace(tmp_path, path)
+  with files.atomic_path(path) as tmp_path:
+    with open(tmp_path, "w", encoding="utf-8") as f:
+      for document in documents:
+        f.write("\n".join(document))
+        f.write("\n\n")

@@ -11,13 +11,13 @@ is exported unshuffled with static masking, and
 the same tensors in the same order.
 """
 
-import os
 from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
-from data import corpus as corpus_lib
+from data import defaults
+from data import files
 from data import pipeline
 
 
@@ -31,11 +31,13 @@ def _floats(values: np.ndarray) -> tf.train.Feature:
 
 def export_tfrecords(path: str, *, data_dir: Optional[str],
                      split: str = "train",
-                     corpus: str = corpus_lib.EMBEDDED, vocab_size: int = 8192,
+                     corpus: str = defaults.CORPUS,
+                     vocab_size: int = defaults.VOCAB_SIZE,
                      vocab_file: Optional[str] = None,
-                     max_seq_length: int = 128,
-                     max_predictions_per_seq: int = 20, seed: int = 0,
-                     dupe_factor: int = 5,
+                     max_seq_length: int = defaults.MAX_SEQ_LENGTH,
+                     max_predictions_per_seq: int = (
+                         defaults.MAX_PREDICTIONS_PER_SEQ),
+                     seed: int = 0, dupe_factor: int = defaults.DUPE_FACTOR,
                      tfds_data_dir: Optional[str] = None) -> int:
   """Writes a prepared split as Model Garden pretraining TFRecords.
 
@@ -64,10 +66,9 @@ def export_tfrecords(path: str, *, data_dir: Optional[str],
            "masked_lm_ids": "masked_lm_ids",
            "masked_lm_weights": "masked_lm_weights",
            "next_sentence_labels": "next_sentence_labels"}
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp_path = f"{path}.tmp{os.getpid()}"
   count = 0
-  with tf.io.TFRecordWriter(tmp_path) as writer:
+  with files.atomic_path(path) as tmp_path, \
+      tf.io.TFRecordWriter(tmp_path) as writer:
     for batch in ds.as_numpy_iterator():
       for i in range(len(batch["next_sentence_labels"])):
         feature = {
@@ -77,5 +78,4 @@ def export_tfrecords(path: str, *, data_dir: Optional[str],
         writer.write(tf.train.Example(
             features=tf.train.Features(feature=feature)).SerializeToString())
         count += 1
-  os.replace(tmp_path, path)
   return count

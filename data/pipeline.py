@@ -19,16 +19,15 @@ from typing import Dict, Optional
 import tensorflow as tf
 
 from data import builder as builder_lib
-from data import corpus as corpus_lib
+from data import defaults
 from data import masking as masking_lib
+from data import prepared as prepared_lib
 from data import vocab as vocab_lib
 
 MASKING_MODES = ("dynamic", "static")
-# Per-token features, [..., max_seq_length]; the others are per example.
-TOKEN_FEATURES = ("input_word_ids", "input_mask", "input_type_ids")
 
 
-def read_examples(prepared: builder_lib.PreparedDataset,
+def read_examples(prepared: prepared_lib.PreparedDataset,
                   split: str) -> tf.data.Dataset:
   """All examples of a split, in stored order.
 
@@ -60,31 +59,6 @@ def _length_bucket(width: int):
     length = tf.size(example["tokens_a"]) + tf.size(example["tokens_b"]) + 3
     return tf.cast((length - 1) // width, tf.int64)
   return key
-
-
-def trim_padding(batch: Dict[str, tf.Tensor],
-                 multiple: int = 8) -> Dict[str, tf.Tensor]:
-  """Cuts a padded batch to its longest sequence, rounded up to `multiple`.
-
-  BERT's outputs at real tokens do not depend on trailing padding (it is
-  masked out of attention, and every other layer works token by token), and
-  masked positions and [CLS] lie within the real tokens, so the losses are
-  those of the padded batch while the padding is not computed. Shapes become
-  dynamic: rounding bounds how many there are.
-
-  Args:
-    batch: `build_dataset` features, with any leading dims (e.g. [B, L] or
-      [replicas, B, L]).
-    multiple: the cut length is a multiple of this (or the full length).
-
-  Returns:
-    The same dict, `TOKEN_FEATURES` cut to [..., L'] with L' <= L.
-  """
-  full = tf.shape(batch["input_mask"])[-1]
-  longest = tf.reduce_max(tf.reduce_sum(batch["input_mask"], axis=-1))
-  length = tf.minimum((longest + multiple - 1) // multiple * multiple, full)
-  return {k: v[..., :length] if k in TOKEN_FEATURES else v
-          for k, v in batch.items()}
 
 
 def _assemble(position: tf.Tensor, example: Dict[str, tf.Tensor], *,
@@ -147,14 +121,18 @@ def _mask_and_pad(batch: Dict[str, tf.Tensor], *,
 
 def build_dataset(input_context: Optional[tf.distribute.InputContext] = None,
                   *, data_dir: Optional[str], global_batch_size: int,
-                  split: str = "train", corpus: str = corpus_lib.EMBEDDED,
-                  vocab_size: int = 8192, vocab_file: Optional[str] = None,
-                  max_seq_length: int = 128, max_predictions_per_seq: int = 20,
+                  split: str = "train", corpus: str = defaults.CORPUS,
+                  vocab_size: int = defaults.VOCAB_SIZE,
+                  vocab_file: Optional[str] = None,
+                  max_seq_length: int = defaults.MAX_SEQ_LENGTH,
+                  max_predictions_per_seq: int = (
+                      defaults.MAX_PREDICTIONS_PER_SEQ),
                   seed: int = 0, masking: str = "dynamic",
                   shuffle: bool = True, repeat: bool = True,
                   drop_remainder: bool = True,
                   shuffle_buffer_size: int = 10_000,
-                  masked_lm_prob: float = 0.15, dupe_factor: int = 5,
+                  masked_lm_prob: float = 0.15,
+                  dupe_factor: int = defaults.DUPE_FACTOR,
                   tfds_data_dir: Optional[str] = None,
                   bucket_width: Optional[int] = None) -> tf.data.Dataset:
   """Batches of masked sentence pairs for BERT pretraining.
@@ -185,9 +163,9 @@ def build_dataset(input_context: Optional[tf.distribute.InputContext] = None,
     masked_lm_prob: the fraction of tokens predicted (BERT: 0.15).
     bucket_width: if set, group the stream by length: every run of
       `global_batch_size` examples has lengths in one bucket of this many
-      tokens, so each global batch can be cut to its longest example with
-      `trim_padding` instead of computing padding (27% of the tokens of the
-      embedded corpus at 128). The order of the examples changes; the
+      tokens, so each global batch can be cut to its longest example
+      (`batching.cut_to_longest`) instead of computing padding (27% of the
+      tokens of the embedded corpus at 128). The order of the examples changes; the
       examples, their masks and the padded shapes do not. Grouping holds up
       to `global_batch_size` examples per bucket in memory.
 
@@ -215,7 +193,7 @@ def build_dataset(input_context: Optional[tf.distribute.InputContext] = None,
   if bucket_width is not None and not 1 <= bucket_width <= max_seq_length:
     raise ValueError(f"bucket_width={bucket_width} must be in "
                      f"[1, max_seq_length={max_seq_length}]")
-  prepared = builder_lib.load_prepared(
+  prepared = prepared_lib.load_prepared(
       data_dir, corpus=corpus, vocab_size=vocab_size, vocab_file=vocab_file,
       max_seq_length=max_seq_length, seed=seed, dupe_factor=dupe_factor,
       tfds_data_dir=tfds_data_dir)

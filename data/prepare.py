@@ -17,24 +17,26 @@ import time
 from absl import app
 from absl import flags
 
-from data import builder
+from data import defaults
 from data import export
+from data import prepared as prepared_lib
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("data_dir", builder.DEFAULT_DATA_DIR,
+flags.DEFINE_string("data_dir", defaults.DATA_DIR,
                     "Where the corpus text, vocab and dataset are cached.")
-flags.DEFINE_string("corpus", "embedded",
+flags.DEFINE_string("corpus", defaults.CORPUS,
                     "'embedded', a glob of text files (a sentence a line, a "
                     "blank line between documents, .gz allowed) or "
                     "'tfds:NAME' (e.g. tfds:wikipedia/20230601.en).")
-flags.DEFINE_integer("vocab_size", 8192, "Tokens in the learned vocab.")
+flags.DEFINE_integer("vocab_size", defaults.VOCAB_SIZE,
+                     "Tokens in the learned vocab.")
 flags.DEFINE_string("vocab_file", None,
                     "A vocab.txt to use instead of learning one.")
-flags.DEFINE_integer("max_seq_length", 128,
+flags.DEFINE_integer("max_seq_length", defaults.MAX_SEQ_LENGTH,
                      "Tokens per example: 128 for phase 1, 512 for phase 2.")
 flags.DEFINE_integer("seed", 0, "Seeds sentence pairing (and export masks).")
-flags.DEFINE_integer("dupe_factor", 5,
+flags.DEFINE_integer("dupe_factor", defaults.DUPE_FACTOR,
                      "Times the training documents are paired, differently.")
 flags.DEFINE_string("tfds_data_dir", None,
                     "Where tfds: corpora live (TFDS's default if unset).")
@@ -42,16 +44,18 @@ flags.DEFINE_string("export_tfrecords", None,
                     "Also write a split, statically masked, as Model Garden "
                     "pretraining TFRecords to this file.")
 flags.DEFINE_string("export_split", "train", "The split to export.")
-flags.DEFINE_integer("max_predictions_per_seq", 20,
+flags.DEFINE_integer("max_predictions_per_seq",
+                     defaults.MAX_PREDICTIONS_PER_SEQ,
                      "Masked positions per exported example (BERT: 20 at "
                      "128 tokens, 80 at 512).")
 
 
-def _summary(info: builder.PreparedDataset, seconds: float) -> str:
-  lines = [f"Dataset: {info.dataset_dir}",
-           f"Vocab:   {info.vocab_file} ({info.vocab_size} tokens)"]
-  for split, n in sorted(info.num_examples.items(), reverse=True):
-    stats = info.stats.get(split, {})
+def _summary(prepared: prepared_lib.PreparedDataset,
+             seconds: float) -> str:
+  lines = [f"Dataset: {prepared.dataset_dir}",
+           f"Vocab:   {prepared.vocab_file} ({prepared.vocab_size} tokens)"]
+  for split, n in sorted(prepared.num_examples.items(), reverse=True):
+    stats = prepared.stats.get(split, {})
     lines.append(
         f"{split:>10}: {stats.get('documents', '?'):>8} documents "
         f"{stats.get('sentences', '?'):>9} sentences "
@@ -70,8 +74,9 @@ def main(argv):
                 dupe_factor=FLAGS.dupe_factor,
                 tfds_data_dir=FLAGS.tfds_data_dir)
   try:
-    info = builder.prepare_dataset(FLAGS.data_dir, progress=True, **kwargs)
-    print(_summary(info, time.time() - start))
+    prepared = prepared_lib.prepare_dataset(FLAGS.data_dir, progress=True,
+                                            **kwargs)
+    print(_summary(prepared, time.time() - start))
     if FLAGS.export_tfrecords:
       count = export.export_tfrecords(
           FLAGS.export_tfrecords, data_dir=FLAGS.data_dir,

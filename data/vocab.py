@@ -15,6 +15,8 @@ import tensorflow as tf
 import tensorflow_text as text
 from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
 
+from data import files
+
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 RESERVED_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 
@@ -83,11 +85,7 @@ def _fit_to_size(tokens: Sequence[str], vocab_size: int) -> List[str]:
 
 def write_vocab(tokens: Sequence[str], path: str) -> None:
   """Writes one token a line; the file appears only once complete."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp_path = f"{path}.tmp{os.getpid()}"
-  with open(tmp_path, "w", encoding="utf-8") as f:
-    f.write("".join(t + "\n" for t in tokens))
-  os.replace(tmp_path, path)
+  files.write_atomically(path, "".join(t + "\n" for t in tokens))
 
 
 def load_vocab(path: str) -> List[str]:

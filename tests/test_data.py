@@ -110,11 +110,11 @@ def test_text_files_gzip_and_documents(tmp_path):
 
 
 def test_learned_vocab_and_round_trip(tiny):
-  _, info = tiny
-  tokens = vocab.load_vocab(info.vocab_file)
-  assert info.vocab_size == len(tokens) == 512
+  _, prepared = tiny
+  tokens = vocab.load_vocab(prepared.vocab_file)
+  assert prepared.vocab_size == len(tokens) == 512
   assert tokens[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-  assert info.lower_case and vocab.is_lower_case(tokens)
+  assert prepared.lower_case and vocab.is_lower_case(tokens)
   tokenizer = vocab.make_tokenizer(tokens, lower_case=True)
   text = "The Parser returns the Value of the file, e.g. Café!"
   ids = tokenizer.tokenize([text])
@@ -161,28 +161,28 @@ def _contains(stream, part):
 
 
 def test_prepare_is_cached_and_counts(tiny):
-  data_dir, info = tiny
-  assert info.max_seq_length == SEQ
-  assert info.num_examples["train"] > 1000
-  assert info.num_examples["validation"] > 10
+  data_dir, prepared = tiny
+  assert prepared.max_seq_length == SEQ
+  assert prepared.num_examples["train"] > 1000
+  assert prepared.num_examples["validation"] > 10
   again = data.prepare_dataset(data_dir, progress=False, **TINY_ARGS)
-  assert again.num_examples == info.num_examples
+  assert again.num_examples == prepared.num_examples
   # Every 20th of the corpus's 90 documents is held out.
-  assert info.stats["validation"]["documents"] == 4
-  assert info.stats["train"]["documents"] == 86
-  assert info.stats["train"]["examples"] == info.num_examples["train"]
+  assert prepared.stats["validation"]["documents"] == 4
+  assert prepared.stats["train"]["documents"] == 86
+  assert prepared.stats["train"]["examples"] == prepared.num_examples["train"]
 
 
 def test_nsp_balance_and_next_is_consecutive(tiny):
-  _, info = tiny
-  tokens = vocab.load_vocab(info.vocab_file)
+  _, prepared = tiny
+  tokens = vocab.load_vocab(prepared.vocab_file)
   documents = builder.tokenize_documents(
       list(corpus.text_file_documents(TINY)),
       vocab.make_tokenizer(tokens, lower_case=True))
   streams = [np.concatenate(doc).astype("<i4").tobytes() for doc in documents]
-  examples = list(pipeline.read_examples(info, "train").as_numpy_iterator())
+  examples = list(pipeline.read_examples(prepared, "train").as_numpy_iterator())
   assert sorted(e["example_id"] for e in examples) == list(
-      range(info.num_examples["train"]))
+      range(prepared.num_examples["train"]))
   labels = np.array([e["next_sentence_label"] for e in examples])
   assert 0.4 < labels.mean() < 0.6
   for e in examples[:400]:
@@ -221,8 +221,8 @@ def test_item_selector_matches_numpy_top_k():
 
 
 def test_masking_statistics(tiny):
-  data_dir, info = tiny
-  special = vocab.special_ids(vocab.load_vocab(info.vocab_file))
+  data_dir, prepared = tiny
+  special = vocab.special_ids(vocab.load_vocab(prepared.vocab_file))
   batches = _batches(_dataset(data_dir, global_batch_size=64), 25)
   chosen = kept = masked = 0
   for b in batches:
@@ -261,8 +261,8 @@ def _unmasked(batch):
 
 
 def test_dynamic_masks_change_per_epoch_static_do_not(tiny):
-  data_dir, info = tiny
-  epoch = info.num_examples["validation"] // 5  # Batches in one epoch.
+  data_dir, prepared = tiny
+  epoch = prepared.num_examples["validation"] // 5  # Batches in one epoch.
   for mode in ("dynamic", "static"):
     ds = _dataset(data_dir, split="validation", global_batch_size=5,
                   masking=mode, shuffle=False)
@@ -309,13 +309,13 @@ def _pipeline(data_dir, pipeline_id, **kwargs):
 
 
 def test_shards_are_disjoint_and_cover(tiny):
-  data_dir, info = tiny
+  data_dir, prepared = tiny
   epoch = dict(shuffle=False, repeat=False, drop_remainder=False)
   whole = [r for b in _batches(_dataset(data_dir, **epoch), 10**6)
            for r in _rows(b)]
   shards = [[r for b in _batches(_pipeline(data_dir, i, **epoch), 10**6)
              for r in _rows(b)] for i in range(2)]
-  assert len(whole) == info.num_examples["train"]
+  assert len(whole) == prepared.num_examples["train"]
   assert sorted(shards[0] + shards[1]) == sorted(whole)
   assert abs(len(shards[0]) - len(shards[1])) <= 1
 
@@ -333,13 +333,13 @@ def test_pipelines_split_each_global_batch(tiny):
 
 
 def test_same_seed_same_batches(tiny):
-  data_dir, info = tiny
+  data_dir, prepared = tiny
   first = _batches(_dataset(data_dir), 3)
   _assert_batches_equal(first, _batches(_dataset(data_dir), 3))
   # The seed is part of the prepared dataset's identity (it seeds pairing).
-  other_info = data.prepare_dataset(data_dir, seed=1, progress=False,
+  other_prepared = data.prepare_dataset(data_dir, seed=1, progress=False,
                                     **TINY_ARGS)
-  assert other_info.dataset_dir != info.dataset_dir
+  assert other_prepared.dataset_dir != prepared.dataset_dir
   other = _batches(_dataset(data_dir, seed=1), 1)[0]
   assert not np.array_equal(first[0]["input_word_ids"], other["input_word_ids"])
 
@@ -377,11 +377,11 @@ def test_tfds_corpus_with_mock_data(tmp_path, monkeypatch):
   with tfds.testing.mock_data(as_dataset_fn=as_dataset,
                               data_dir=str(tmp_path)):
     assert list(corpus.tfds_documents("wikipedia/20230601.en")) == documents
-    info = data.prepare_dataset(
+    prepared = data.prepare_dataset(
         str(tmp_path), corpus="tfds:wikipedia/20230601.en", vocab_size=256,
         max_seq_length=32, progress=False)
-  assert info.stats["train"]["documents"] == 43
-  assert "tfds_wikipedia_20230601_en" in info.dataset_dir
+  assert prepared.stats["train"]["documents"] == 43
+  assert "tfds_wikipedia_20230601_en" in prepared.dataset_dir
   batch = _batches(data.build_dataset(
       data_dir=str(tmp_path), corpus="tfds:wikipedia/20230601.en",
       vocab_size=256, max_seq_length=32, global_batch_size=4), 1)[0]
