@@ -1,8 +1,8 @@
 r"""The LAMB paper's claims at reduced scale: batch scaling and the two phases.
 
-  python scripts/reproduce.py                   # default study, results/
-  python scripts/reproduce.py --quick --out_dir=/tmp/quick
-  python scripts/reproduce.py --full --out_dir=results/full
+  python -m scripts.reproduce                   # default study, results/
+  python -m scripts.reproduce --quick --out_dir=/tmp/quick
+  python -m scripts.reproduce --full --out_dir=results/full
 
 You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76
 Minutes" (arXiv:1904.00962), claim that LAMB keeps BERT's accuracy as the
@@ -43,17 +43,14 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # `import scripts.adamw` in the gin files.
-  sys.path.insert(0, ROOT)
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 from absl import logging
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 flags.DEFINE_string("out_dir", os.path.join(ROOT, "results"),
                     "Where scaling.csv, scaling.md and the plots go.")
@@ -150,7 +147,7 @@ def configure(run: Run, runs_dir: str, eval_points: int = EVAL_POINTS,
   and log periods follow from the step count.
   """
   import gin  # pylint: disable=g-import-not-at-top
-  from trainer import schedule as schedule_lib  # pylint: disable=g-import-not-at-top
+  from trainer import configurables  # pylint: disable=g-import-not-at-top
   gin.clear_config()
   gin.add_config_file_search_path(ROOT)
   bindings = []
@@ -189,7 +186,7 @@ def configure(run: Run, runs_dir: str, eval_points: int = EVAL_POINTS,
           "train.grad_accumulation_steps"),
       steps=steps, examples=steps * batch, peak_lr=peak_lr,
       lr_factor=run.lr_factor, init_from=run.init_from,
-      warmup_steps=schedule_lib.learning_rate_schedule(steps).warmup_steps)
+      warmup_steps=configurables.learning_rate_schedule(steps).warmup_steps)
 
 
 def train_run(run: Run, runs_dir: str, data_dir: Optional[str],
@@ -203,13 +200,8 @@ def train_run(run: Run, runs_dir: str, data_dir: Optional[str],
     print(f"[reproduce] {run.name}: done before, skipped", flush=True)
     return row
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from trainer import train as train_lib  # pylint: disable=g-import-not-at-top
-  # Grappler's arithmetic optimizer rewrites the gradient sums inside the
-  # accumulation loop into TemporaryVariable ops, which intermittently fail
-  # with "AlreadyExistsError: Resource __per_step_0/.../tmp_var" on later
-  # loop iterations (seen with 8 micro-batches at sequence 256 on CPU).
-  tf.config.optimizer.set_experimental_options(
-      {"arithmetic_optimization": False})
+  from data import files  # pylint: disable=g-import-not-at-top
+  from trainer import configurables  # pylint: disable=g-import-not-at-top
   row = configure(run, runs_dir, *points)
   stale = os.path.join(model_dir, "metrics.jsonl")
   if os.path.exists(stale) and not tf.train.latest_checkpoint(model_dir):
@@ -219,16 +211,14 @@ def train_run(run: Run, runs_dir: str, data_dir: Optional[str],
         f"micro-batches), seq {row['seq_length']}, {run.optimizer} peak lr "
         f"{row['peak_lr']:.3g}", flush=True)
   start = time.time()
-  metrics = train_lib.train(
+  metrics = configurables.train(
       model_dir=model_dir, data_dir=data_dir,
       strategy=tf.distribute.OneDeviceStrategy("/cpu:0"))
   row.update({f"eval_{k}": float(metrics[k]) for k in
               ("mlm_accuracy", "mlm_loss", "nsp_accuracy", "loss")})
   # A run resumed after an interruption counts only its last session.
   row["wall_seconds"] = round(time.time() - start, 1)
-  with open(done + ".tmp", "w") as f:
-    json.dump(row, f, indent=1, sort_keys=True)
-  os.replace(done + ".tmp", done)
+  files.write_atomically(done, json.dumps(row, indent=1, sort_keys=True))
   return row
 
 
@@ -423,7 +413,7 @@ def reproduce(out_dir: str, runs_dir: str, data_dir: Optional[str] = None,
     rows.append(train_run(run, runs_dir, data_dir, points))
   write_csv(rows, os.path.join(out_dir, "scaling.csv"))
   write_markdown(rows, os.path.join(out_dir, "scaling.md"),
-                 command or f"python scripts/reproduce.py --{mode}",
+                 command or f"python -m scripts.reproduce --{mode}",
                  sum(r["wall_seconds"] for r in rows), config_dir)
   write_plots(rows, runs_dir, out_dir)
   return rows
@@ -446,7 +436,7 @@ def main(argv):
   os.chdir(ROOT)  # The quick configs name the test corpus by a relative path.
   rows = reproduce(
       out_dir=out_dir, runs_dir=runs_dir, data_dir=data_dir, mode=mode,
-      command="python scripts/reproduce.py" + (
+      command="python -m scripts.reproduce" + (
           "" if mode == "default" else f" --{mode}"))
   print(f"[reproduce] {len(rows)} runs; {(time.time() - start) / 60:.1f} "
         f"minutes; outputs in {FLAGS.out_dir}", flush=True)

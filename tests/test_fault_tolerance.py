@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from test_trainer import _cli_args
-from test_trainer import _free_port
-from test_trainer import _losses
-from test_trainer import _run
-from test_trainer import ROOT
+from conftest import assert_identical
+from conftest import cli_args
+from conftest import free_port
+from conftest import ROOT
+from conftest import run
 from trainer import checkpointing
 from trainer import faults
 from trainer import preemption
@@ -37,36 +37,14 @@ EXACT = ["train.deterministic = True", "BertEncoder.output_dropout = 0.1",
 def reference(data_dir, tmp_path_factory):
   """An uninterrupted run with the `EXACT` settings."""
   path = tmp_path_factory.mktemp("reference")
-  _run(path, data_dir, *EXACT)
+  run(path, data_dir, *EXACT)
   return path
-
-
-def _state(model_dir, prefix=None):
-  """Every saved tensor of a checkpoint but the iterator and save counter."""
-  reader = tf.train.load_checkpoint(
-      str(prefix or tf.train.latest_checkpoint(str(model_dir))))
-  return {k: reader.get_tensor(k)
-          for k, dtype in reader.get_variable_to_dtype_map().items()
-          if dtype != tf.variant and not k.startswith(
-              ("save_counter", "_CHECKPOINTABLE"))}
-
-
-def _assert_identical(a, b, losses=True):
-  """Weights, m/v slots, iterations, RNG and step equal bit for bit."""
-  sa, sb = _state(a), _state(b)
-  assert sa.keys() == sb.keys()
-  assert any("OPTIMIZER_SLOT" in k for k in sa)
-  assert any(k.startswith("dropout_rng/") for k in sa)
-  for k in sa:
-    np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
-  if losses:
-    assert _losses(a) == _losses(b)
 
 
 def _start(model_dir, data_dir, *bindings):
   return subprocess.Popen(
       [sys.executable, "-u", "-m", "trainer.main",
-       *_cli_args(model_dir, data_dir, *bindings)],
+       *cli_args(model_dir, data_dir, *bindings)],
       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -87,9 +65,9 @@ def test_sigkill_then_resume_equals_uninterrupted(
   out = _signal_after(_start(tmp_path, data_dir, *EXACT), "step 5/8",
                       signal.SIGKILL)
   assert "step 8/8" not in out, out
-  _run(tmp_path, data_dir, *EXACT)
+  run(tmp_path, data_dir, *EXACT)
   assert "resumed from" in capsys.readouterr().out
-  _assert_identical(reference, tmp_path)
+  assert_identical(reference, tmp_path)
 
 
 def test_sigterm_saves_at_next_step_and_resumes(
@@ -108,19 +86,20 @@ def test_sigterm_saves_at_next_step_and_resumes(
   step = int(saved.rsplit("-", 1)[1])
   assert 0 < step < 8 and step % 4, (step, out)  # Not a loop boundary.
   assert saved in stopped[0]
-  _run(tmp_path, data_dir, *bindings)
-  _assert_identical(reference, tmp_path, losses=False)
+  run(tmp_path, data_dir, *bindings)
+  assert_identical(reference, tmp_path, check_losses=False)
 
 
-def _inject(monkeypatch, steps):
-  monkeypatch.setenv(faults.ENV, f"nonfinite_steps={steps}")
+def _nan_at(spec):
+  """The gradient hook `tests/faulty_main.py --nonfinite_steps=spec` uses."""
+  return faults.nonfinite_gradients(faults.parse_steps(spec))
 
 
-def test_nonfinite_step_changes_nothing(data_dir, tmp_path, monkeypatch):
-  _inject(monkeypatch, "3")
-  _run(tmp_path, data_dir, "train.total_steps = 4", "train.steps_per_loop = 1",
-       "train.checkpoint_every_steps = 1", "train.keep_checkpoints = 4")
-  before, after, later = (_state(tmp_path, tmp_path / f"ckpt-{n}")
+def test_nonfinite_step_changes_nothing(data_dir, tmp_path):
+  run(tmp_path, data_dir, "train.total_steps = 4", "train.steps_per_loop = 1",
+      "train.checkpoint_every_steps = 1", "train.keep_checkpoints = 4",
+      gradient_hook=_nan_at("3"))
+  before, after, later = (checkpointing.saved_state(tmp_path / f"ckpt-{n}")
                           for n in (2, 3, 4))
   assert int(after["optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE"]) == 2
   assert int(after["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 3
@@ -136,45 +115,45 @@ def test_nonfinite_step_changes_nothing(data_dir, tmp_path, monkeypatch):
   assert records[4]["skipped_steps_total"] == 1
 
 
-def test_consecutive_nonfinite_steps_stop_the_run(
-    data_dir, tmp_path, monkeypatch):
-  _inject(monkeypatch, "3-100")
+def test_consecutive_nonfinite_steps_stop_the_run(data_dir, tmp_path):
   with pytest.raises(train_lib.TrainingError,
                      match=r"3 consecutive non-finite steps \(steps 3 to 5\)"
                      r".*at step 5.*ckpt-4"):
-    _run(tmp_path, data_dir, "train.steps_per_loop = 1",
-         "train.checkpoint_every_steps = 2", "train.max_consecutive_skips = 3")
-  kept = _state(tmp_path, tmp_path / "ckpt-4")
+    run(tmp_path, data_dir, "train.steps_per_loop = 1",
+        "train.checkpoint_every_steps = 2", "train.max_consecutive_skips = 3",
+        gradient_hook=_nan_at("3-100"))
+  kept = checkpointing.saved_state(tmp_path / "ckpt-4")
   assert all(np.isfinite(v).all() for k, v in kept.items()
              if k.startswith("model/"))
 
 
 def test_damaged_latest_checkpoint_falls_back(
     data_dir, reference, tmp_path, capsys):
-  run = tmp_path / "run"
-  shutil.copytree(reference, run)
-  (run / "metrics.jsonl").unlink()
-  data_file = glob.glob(str(run / "ckpt-8.data-*"))[0]
+  run_dir = tmp_path / "run"
+  shutil.copytree(reference, run_dir)
+  (run_dir / "metrics.jsonl").unlink()
+  data_file = glob.glob(str(run_dir / "ckpt-8.data-*"))[0]
   with open(data_file, "r+b") as f:
     f.truncate(os.path.getsize(data_file) // 2)
-  _run(run, data_dir, *EXACT)
+  run(run_dir, data_dir, *EXACT)
   warnings = [l for l in capsys.readouterr().out.splitlines()
               if l.startswith("warning:")]
   assert len(warnings) == 1 and "ckpt-8" in warnings[0], warnings
   assert warnings[0].endswith("ckpt-6"), warnings
-  _assert_identical(reference, run, losses=False)
+  assert_identical(reference, run_dir, check_losses=False)
   # When no checkpoint is intact, the run stops instead of starting afresh.
-  for path in glob.glob(str(run / "ckpt-*.data-*")):
+  for path in glob.glob(str(run_dir / "ckpt-*.data-*")):
     with open(path, "r+b") as f:
       f.truncate(10)
   with pytest.raises(checkpointing.CheckpointError, match="no intact"):
-    checkpointing.newest_intact(str(run), warn=print)
+    checkpointing.newest_intact(str(run_dir), warn=print)
   # A lost pointer file does not mean starting from scratch either.
-  shutil.rmtree(run)
-  shutil.copytree(reference, run)
+  shutil.rmtree(run_dir)
+  shutil.copytree(reference, run_dir)
   for garbage in ("garbage {", ""):
-    (run / "checkpoint").write_text(garbage)
-    assert checkpointing.newest_intact(str(run), warn=print).endswith("ckpt-8")
+    (run_dir / "checkpoint").write_text(garbage)
+    assert checkpointing.newest_intact(str(run_dir),
+                                       warn=print).endswith("ckpt-8")
 
 
 def test_failed_save_is_clear_and_keeps_checkpoints(tmp_path):
@@ -194,15 +173,15 @@ def test_failed_save_is_clear_and_keeps_checkpoints(tmp_path):
   finally:
     resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
   assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-1")
-  assert checkpointing.problem(str(tmp_path / "ckpt-1")) is None
+  assert checkpointing.damage(str(tmp_path / "ckpt-1")) is None
   assert not glob.glob(str(tmp_path / "ckpt-2*")), os.listdir(tmp_path)
 
 
 def test_lost_worker_ends_the_job_in_bounded_time(data_dir, tmp_path):
-  ports = [_free_port(), _free_port()]
+  ports = [free_port(), free_port()]
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
   args = [sys.executable, "-u", "-m", "trainer.main", "--worker_timeout=5",
-          *_cli_args(tmp_path, data_dir, "train.total_steps = 1000",
+          *cli_args(tmp_path, data_dir, "train.total_steps = 1000",
                      "train.steps_per_loop = 1")]
   procs = [subprocess.Popen(
       args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

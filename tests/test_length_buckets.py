@@ -1,20 +1,18 @@
 """Length bucketing and padding trimming: less work, the same training."""
 
-import os
-
-import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
+from official.nlp.modeling import networks
 
+from conftest import run
+from conftest import TINY_CORPUS
+from conftest import weights
 import data
 from trainer import model as model_lib
-from trainer import train as train_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(ROOT, "tests", "testdata", "tiny_corpus.txt")
-TINY_ARGS = dict(corpus=TINY, vocab_size=512, max_seq_length=32)
+TINY_ARGS = dict(corpus=TINY_CORPUS, vocab_size=512, max_seq_length=32)
 
 
 def _examples(batches):
@@ -58,14 +56,12 @@ def test_buckets_do_not_depend_on_the_number_of_pipelines(data_dir):
 
 
 def test_trim_padding_keeps_the_losses():
-  gin.parse_config(["BertEncoder.num_layers = 2",
-                    "BertEncoder.hidden_size = 32",
-                    "BertEncoder.num_attention_heads = 2",
-                    "BertEncoder.inner_dim = 64",
-                    "BertEncoder.max_sequence_length = 64"])
   tf_keras.utils.set_random_seed(1)
-  model = model_lib.build_pretrainer(vocab_size=100, max_seq_length=64,
-                                     max_predictions_per_seq=4)
+  model = model_lib.build_pretrainer(
+      networks.BertEncoderV2(vocab_size=100, num_layers=2, hidden_size=32,
+                             num_attention_heads=2, inner_dim=64,
+                             max_sequence_length=64),
+      max_seq_length=64, max_predictions_per_seq=4)
   rng = np.random.default_rng(0)
   lengths = np.array([9, 17, 30, 12])
   mask = (np.arange(64)[None] < lengths[:, None]).astype(np.int32)
@@ -82,7 +78,7 @@ def test_trim_padding_keeps_the_losses():
                                   [1, 0, 0, 0]], np.float32),
       next_sentence_labels=rng.integers(0, 2, (4, 1)).astype(np.int32))
   batch["masked_lm_positions"] *= batch["masked_lm_weights"].astype(np.int32)
-  trimmed = data.trim_padding(batch, multiple=8)
+  trimmed = data.cut_to_longest(batch, multiple=8)
   assert trimmed["input_word_ids"].shape == (4, 32)
   assert trimmed["masked_lm_ids"].shape == (4, 4)
   # The oracle: the Model Garden pretrainer's own [B, P, vocab] logits on the
@@ -107,24 +103,14 @@ def test_trim_padding_keeps_the_losses():
   for k in full:
     np.testing.assert_allclose(full[k], cut[k], rtol=1e-5, err_msg=k)
   # Rounded up to the multiple, but never past the full length.
-  assert data.trim_padding(batch, multiple=48)["input_mask"].shape == (4, 48)
-  assert data.trim_padding(batch, multiple=70)["input_mask"].shape == (4, 64)
+  assert data.cut_to_longest(batch, multiple=48)["input_mask"].shape == (4, 48)
+  assert data.cut_to_longest(batch, multiple=70)["input_mask"].shape == (4, 64)
 
 
 def _train(model_dir, data_dir, strategy, *bindings):
-  gin.clear_config()
-  gin.add_config_file_search_path(ROOT)
-  gin.parse_config_files_and_bindings(
-      [os.path.join(ROOT, "configs", "tiny.gin")],
-      [f'dataset.corpus = "{TINY}"', "dataset.vocab_size = 512",
-       "dataset.max_seq_length = 32", "dataset.max_predictions_per_seq = 5",
-       "dataset.bucket_width = 8", "train.deterministic = True",
-       *bindings])
-  train_lib.train(model_dir=str(model_dir), data_dir=data_dir,
-                  strategy=strategy)
-  reader = tf.train.load_checkpoint(str(model_dir))
-  return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
-          if k.startswith("model/") and "OPTIMIZER_SLOT" not in k}
+  run(model_dir, data_dir, "dataset.bucket_width = 8",
+      "train.deterministic = True", *bindings, strategy=strategy)
+  return weights(model_dir)
 
 
 def test_bucketed_training_same_on_one_device_and_mirrored(data_dir,

@@ -3,7 +3,6 @@
 import glob
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -13,118 +12,100 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
+from conftest import assert_same
+from conftest import cli
+from conftest import cli_args
+from conftest import free_port
+from conftest import losses
+from conftest import mirrored
+from conftest import parse
+from conftest import ROOT
+from conftest import run
+from conftest import TINY_DATA
+from trainer import configurables
+from trainer import runtime
 from trainer import schedule as schedule_lib
 from trainer import train as train_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_CORPUS = os.path.join(ROOT, "tests", "testdata", "tiny_corpus.txt")
-TINY_DATA = [f'dataset.corpus = "{TINY_CORPUS}"', "dataset.vocab_size = 512",
-             "dataset.max_seq_length = 32",
-             "dataset.max_predictions_per_seq = 5"]
+# The pretraining configs; configs/base/ holds the blocks they include, and
+# configs/finetune*.gin configure `trainer.finetune`, tested on their own.
+CONFIGS = sorted(
+    os.path.relpath(p, ROOT) for p in glob.glob(
+        os.path.join(ROOT, "configs", "**", "*.gin"), recursive=True)
+    if "/base/" not in p and "finetune" not in os.path.basename(p))
+# Every config at test size: the tiny data, a small encoder, a few steps of
+# a small batch, float32, and a learning rate that moves in a few steps.
+TINY_RUN = ["BertEncoder.num_layers = 2", "BertEncoder.hidden_size = 64",
+            "BertEncoder.num_attention_heads = 2",
+            "BertEncoder.inner_dim = 128",
+            "BertEncoder.max_sequence_length = 64",
+            "train.total_steps = 12", "train.steps_per_loop = 4",
+            "train.global_batch_size = 16", "train.eval_examples = 16",
+            "train.eval_every_steps = 12", "train.checkpoint_every_steps = 12",
+            'train.mixed_precision = "float32"',
+            "learning_rate_schedule.peak_learning_rate = 0.05"]
 
 
-def _parse(*bindings, gin_file="configs/tiny.gin"):
+def test_the_configs_are_found():
+  assert len(CONFIGS) >= 8 and "configs/bert_lamb.gin" in CONFIGS
+
+
+@pytest.mark.parametrize("gin_file", CONFIGS)
+def test_every_config_trains_and_the_loss_goes_down(gin_file, data_dir,
+                                                    tmp_path):
+  # Macros such as %MAX_SEQ_LENGTH may set dataset.max_seq_length: the tiny
+  # data's bindings come last and win.
   gin.clear_config()
   gin.add_config_file_search_path(ROOT)
   gin.parse_config_files_and_bindings(
-      [os.path.join(ROOT, gin_file)], TINY_DATA + list(bindings))
+      [os.path.join(ROOT, gin_file)],
+      TINY_RUN + TINY_DATA + ["train.parallel_micro_batches = 1"])
+  metrics = configurables.train(
+      model_dir=str(tmp_path), data_dir=data_dir,
+      strategy=tf.distribute.OneDeviceStrategy("/cpu:0"))
+  logged = losses(tmp_path)
+  assert len(logged) == 3, logged
+  assert logged[-1] < logged[0] - 0.1, logged
+  assert metrics["loss"] < logged[0], (metrics, logged)
+  assert os.path.exists(tmp_path / "operative_config.gin")
 
 
-def _mirrored():
-  # Two logical CPUs. As in `trainer.distribute`, CPU replicas reduce through
-  # one device rather than collective ops.
-  return tf.distribute.MirroredStrategy(
-      ["/cpu:0", "/cpu:1"],
-      cross_device_ops=tf.distribute.ReductionToOneDevice())
-
-
-def _run(model_dir, data_dir, *bindings, strategy=None, parallel=1):
-  _parse(*bindings)
-  strategy = strategy or tf.distribute.OneDeviceStrategy("/cpu:0")
-  return train_lib.train(model_dir=str(model_dir), data_dir=data_dir,
-                         strategy=strategy, parallel_micro_batches=parallel)
-
-
-def _weights(model_dir):
-  """Model variables of the latest checkpoint, keyed by object path."""
-  reader = tf.train.load_checkpoint(str(model_dir))
-  return {k: reader.get_tensor(k)
-          for k in reader.get_variable_to_shape_map()
-          if k.startswith("model/") and "OPTIMIZER_SLOT" not in k}
-
-
-def _losses(model_dir):
-  with open(os.path.join(model_dir, "metrics.jsonl")) as f:
-    return [r["loss"] for r in map(json.loads, f) if "loss" in r]
-
-
-def _assert_same(a, b, rtol):
-  wa, wb = _weights(a), _weights(b)
-  assert wa.keys() == wb.keys() and len(wa) > 10
-  for k in wa:
-    np.testing.assert_allclose(wa[k], wb[k], rtol=rtol, atol=rtol, err_msg=k)
-  np.testing.assert_allclose(_losses(a), _losses(b), rtol=rtol)
-
-
-@pytest.mark.parametrize("gin_file", sorted(
-    os.path.relpath(p, ROOT)
-    for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.gin"),
-                       recursive=True)))
-def test_every_config_parses_and_builds(gin_file):
-  gin.clear_config()
-  gin.add_config_file_search_path(ROOT)
-  gin.parse_config_files_and_bindings([os.path.join(ROOT, gin_file)], [])
-  def value(name):  # Resolves macros such as %GLOBAL_BATCH_SIZE.
-    v = gin.query_parameter(name)
-    return v.scoped_configurable_fn() if hasattr(v, "selector") else v
-  total = value("train.total_steps")
-  batch = value("train.global_batch_size")
-  assert total > 0 and batch > 0
-  schedule = schedule_lib.learning_rate_schedule(total)
-  assert float(schedule(schedule.warmup_steps)) > 0
-  optimizer = gin.query_parameter("train.optimizer").scoped_configurable_fn(
-      learning_rate=schedule)
-  assert optimizer.get_config()["weight_decay_rate"] >= 0
-  # The configured model itself, at the config's size (a small vocab).
-  model = train_lib.model_lib.build_pretrainer(
-      128, value("dataset.max_seq_length"),
-      value("dataset.max_predictions_per_seq"))
-  params = model.count_params()
-  assert params > (3e8 if "bert_large" in gin_file else 5e4), params
-
-
-@pytest.mark.parametrize("gin_file", ["configs/tiny.gin",
-                                      "configs/bert_lamb.gin"])
-def test_config_runs_a_step(gin_file, data_dir, tmp_path):
-  _parse("train.total_steps = 2", "train.eval_steps = 1",
-         "train.global_batch_size = 8", gin_file=gin_file)
-  metrics = train_lib.train(model_dir=str(tmp_path), data_dir=data_dir,
-                            strategy=tf.distribute.OneDeviceStrategy("/cpu:0"))
-  assert np.isfinite(metrics["loss"])
+def test_a_model_builds_without_gin():
+  from official.nlp.modeling import networks  # pylint: disable=g-import-not-at-top
+  encoder = networks.BertEncoderV2(vocab_size=128, num_layers=1,
+                                   hidden_size=32, num_attention_heads=2,
+                                   inner_dim=64, max_sequence_length=64)
+  model = train_lib.model_lib.build_pretrainer(encoder, 32, 5)
+  assert model.count_params() > 5e3
+  with pytest.raises(ValueError, match="max_sequence_length"):
+    train_lib.model_lib.build_pretrainer(
+        networks.BertEncoderV2(vocab_size=128, num_layers=1, hidden_size=32,
+                               num_attention_heads=2, inner_dim=64,
+                               max_sequence_length=16), 32, 5)
 
 
 def test_loss_drops(data_dir, tmp_path):
-  _run(tmp_path, data_dir, "train.total_steps = 40",
-       "train.steps_per_loop = 10", "train.eval_every_steps = 40",
-       "train.checkpoint_every_steps = 40",
-       "learning_rate_schedule.peak_learning_rate = 0.05")
-  losses = _losses(tmp_path)
-  assert len(losses) == 4
+  run(tmp_path, data_dir, "train.total_steps = 40",
+      "train.steps_per_loop = 10", "train.eval_every_steps = 40",
+      "train.checkpoint_every_steps = 40",
+      "learning_rate_schedule.peak_learning_rate = 0.05")
+  logged = losses(tmp_path)
+  assert len(logged) == 4
   # From ~ln(512) + ln(2) = 6.9 at random init towards the unigram entropy.
-  assert losses[-1] < losses[0] - 0.5, losses
+  assert logged[-1] < logged[0] - 0.5, logged
 
 
 def test_one_device_equals_mirrored(data_dir, tmp_path):
-  _run(tmp_path / "one", data_dir, "train.deterministic = True")
-  _run(tmp_path / "two", data_dir, "train.deterministic = True",
-       strategy=_mirrored())
-  _assert_same(tmp_path / "one", tmp_path / "two", rtol=1e-5)
+  run(tmp_path / "one", data_dir, "train.deterministic = True")
+  run(tmp_path / "two", data_dir, "train.deterministic = True",
+       strategy=mirrored())
+  assert_same(tmp_path / "one", tmp_path / "two", rtol=1e-5)
 
 
 def test_accumulation_equals_full_batch(data_dir, tmp_path):
-  _run(tmp_path / "full", data_dir)
-  _run(tmp_path / "accum", data_dir, "train.grad_accumulation_steps = 4")
-  _assert_same(tmp_path / "full", tmp_path / "accum", rtol=1e-5)
+  run(tmp_path / "full", data_dir)
+  run(tmp_path / "accum", data_dir, "train.grad_accumulation_steps = 4")
+  assert_same(tmp_path / "full", tmp_path / "accum", rtol=1e-5)
 
 
 @pytest.mark.parametrize("accumulation", [1, 2])
@@ -132,46 +113,55 @@ def test_parallel_parts_equal_one_part(accumulation, data_dir, tmp_path):
   # Micro-batches of 8 / 4 examples in 3 parts: uneven parts (3+3+2, 2+1+1)
   # give the same sums as the whole micro-batch, in training and eval.
   steps = f"train.grad_accumulation_steps = {accumulation}"
-  one = _run(tmp_path / "one", data_dir, steps)
-  three = _run(tmp_path / "three", data_dir, steps, parallel=3)
-  _assert_same(tmp_path / "one", tmp_path / "three", rtol=1e-5)
+  one = run(tmp_path / "one", data_dir, steps)
+  three = run(tmp_path / "three", data_dir, steps,
+              "train.parallel_micro_batches = 3")
+  assert_same(tmp_path / "one", tmp_path / "three", rtol=1e-5)
   assert one.keys() == three.keys()
   for k in one:
     np.testing.assert_allclose(one[k], three[k], rtol=1e-5, err_msg=k)
 
 
-def test_cpu_parallelism(monkeypatch):
-  from trainer import distribute  # pylint: disable=g-import-not-at-top
+def test_parallel_micro_batches_auto(monkeypatch):
   threads = []
   monkeypatch.setattr(tf.config.threading,
                       "set_intra_op_parallelism_threads", threads.append)
   monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
-  monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: [])
   monkeypatch.setattr(os, "cpu_count", lambda: 8)
-  assert distribute.cpu_parallelism(0) == 2 and threads == [4]
-  assert distribute.cpu_parallelism(4) == 4 and threads == [4, 2]
-  # Replicas already run side by side; a TPU host only feeds the TPU.
-  assert distribute.cpu_parallelism(0, cpu_replicas=2) == 1
-  assert distribute.cpu_parallelism(0, tpu="grpc://10.0.0.2:8470") == 1
+
+  def resolve(value, accelerator=False, local_replicas=1):
+    parts, _ = runtime.resolve_parallel_micro_batches(
+        value, accelerator=accelerator, local_replicas=local_replicas)
+    runtime.set_cpu_threads(parts)
+    return parts
+
+  assert resolve(None) == 2 and threads == [4]
+  assert resolve(4) == 4 and threads == [4, 2]
+  # Replicas already run side by side; a TPU or GPU host feeds its chips.
+  assert resolve(None, local_replicas=2) == 1
+  assert resolve(None, accelerator=True) == 1
   monkeypatch.setattr(os, "cpu_count", lambda: 1)
-  assert distribute.cpu_parallelism(0) == 1 and threads == [4, 2]
+  assert resolve(None) == 1 and threads == [4, 2]
   monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "3")  # The user's choice.
-  assert distribute.cpu_parallelism(2) == 2 and threads == [4, 2]
+  assert resolve(2) == 2 and threads == [4, 2]
+  for bad in (0, -1, 1.5):
+    with pytest.raises(ValueError, match="train.parallel_micro_batches"):
+      resolve(bad)
 
 
 def test_jit_compile_trains_as_without(data_dir, tmp_path):
   # XLA needs static shapes: padding is kept and the MLM head runs on all
   # prediction slots; the losses and weights are the same up to rounding.
-  _run(tmp_path / "plain", data_dir)
-  _run(tmp_path / "jit", data_dir, "train.jit_compile = True",
-       "train.grad_accumulation_steps = 2")
-  _assert_same(tmp_path / "plain", tmp_path / "jit", rtol=1e-4)
+  run(tmp_path / "plain", data_dir)
+  run(tmp_path / "jit", data_dir, "train.jit_compile = True",
+      "train.grad_accumulation_steps = 2")
+  assert_same(tmp_path / "plain", tmp_path / "jit", rtol=1e-4)
 
 
 def test_resume_equals_uninterrupted(data_dir, tmp_path):
   whole, resumed = tmp_path / "whole", tmp_path / "resumed"
-  _run(whole, data_dir, "train.deterministic = True")
-  _run(resumed, data_dir, "train.deterministic = True")
+  run(whole, data_dir, "train.deterministic = True")
+  run(resumed, data_dir, "train.deterministic = True")
   # Crash after step 4: the step-8 checkpoint and later records never
   # existed, so the rerun resumes from step 4.
   for path in glob.glob(str(resumed / "ckpt-8*")):
@@ -182,8 +172,8 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path):
     kept = [line for line in f if json.loads(line)["step"] <= 4]
   with open(resumed / "metrics.jsonl", "w") as f:
     f.writelines(kept)
-  _run(resumed, data_dir, "train.deterministic = True")
-  _assert_same(whole, resumed, rtol=0)
+  run(resumed, data_dir, "train.deterministic = True")
+  assert_same(whole, resumed, rtol=0)
 
 
 def test_schedule_values():
@@ -202,34 +192,12 @@ def test_schedule_values():
                                         warmup_steps=1, warmup_fraction=0.1)
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def _cli(*args, env=None, timeout=300):
-  return subprocess.run(
-      [sys.executable, "-m", "trainer.main", *args], cwd=ROOT, env={
-          **os.environ, **(env or {})}, capture_output=True, text=True,
-      timeout=timeout)
-
-
-def _cli_args(model_dir, data_dir, *bindings, parallel=1):
-  # One part per micro-batch by default, as the in-process runs that the
-  # command-line runs are compared with bit for bit.
-  args = [f"--gin_file={os.path.join(ROOT, 'configs/tiny.gin')}",
-          f"--model_dir={model_dir}", f"--data_dir={data_dir}",
-          f"--parallel_micro_batches={parallel}"]
-  return args + [f"--gin_bindings={b}" for b in TINY_DATA + list(bindings)]
-
-
 def test_multi_worker_matches_single_process(data_dir, tmp_path):
-  ports = [_free_port(), _free_port()]
+  ports = [free_port(), free_port()]
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
   procs = [subprocess.Popen(
       [sys.executable, "-m", "trainer.main",
-       *_cli_args(tmp_path / "mw", data_dir, parallel=2)],
+       *cli_args(tmp_path / "mw", data_dir, parallel=2)],
       cwd=ROOT, env={**os.environ, "TF_CONFIG": json.dumps(
           {"cluster": cluster, "task": {"type": "worker", "index": i}})},
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -237,9 +205,9 @@ def test_multi_worker_matches_single_process(data_dir, tmp_path):
   outs = [p.communicate(timeout=300)[0] for p in procs]
   assert all(p.returncode == 0 for p in procs), outs
   assert "2 replica(s)" in outs[0]
-  _run(tmp_path / "single", data_dir,
-       strategy=_mirrored())
-  _assert_same(tmp_path / "mw", tmp_path / "single", rtol=1e-5)
+  run(tmp_path / "single", data_dir,
+       strategy=mirrored())
+  assert_same(tmp_path / "mw", tmp_path / "single", rtol=1e-5)
 
 
 @pytest.mark.parametrize("bindings,message", [
@@ -252,7 +220,7 @@ def test_multi_worker_matches_single_process(data_dir, tmp_path):
 ])
 def test_bad_config_is_named(bindings, message, data_dir, tmp_path):
   with pytest.raises(ValueError, match=message):
-    _run(tmp_path, data_dir, *bindings)
+    run(tmp_path, data_dir, *bindings)
   assert not os.path.exists(tmp_path / "checkpoint")
 
 
@@ -260,16 +228,17 @@ def test_cli_errors_are_one_line(data_dir, tmp_path):
   bad = tmp_path / "bad.gin"
   bad.write_text("train.total_steps = = 3\n")
   for args, message in [
-      (_cli_args(tmp_path, data_dir, "train.total_steps = -5"), "total_steps"),
+      (cli_args(tmp_path, data_dir, "train.total_steps = -5"), "total_steps"),
       (["--gin_file=" + str(bad)], "bad.gin"),
       (["--gin_file=configs/nope.gin"], "nope.gin"),
       (["--gin_file=configs/tiny.gin", "--strategy=warp"], "warp"),
-      (["--gin_file=configs/tiny.gin", "--parallel_micro_batches=-1"],
+      (["--gin_file=configs/tiny.gin",
+        "--gin_bindings=train.parallel_micro_batches = -1"],
        "parallel_micro_batches"),
       (["--gin_file=configs/tiny.gin", "--tpu=grpc://127.0.0.1:1",
         "--tpu_timeout=3"], "cannot reach TPU"),
   ]:
-    result = _cli(*args)
+    result = cli(*args)
     assert result.returncode == 1, (args, result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
     errors = [l for l in result.stderr.splitlines() if message in l]
@@ -284,15 +253,15 @@ def test_unwritable_model_dir(data_dir, tmp_path):
     # root ignores permission bits: use a path below a regular file instead.
     (tmp_path / "file").write_text("")
     locked = tmp_path / "file" / "run"
-  result = _cli(*_cli_args(locked, data_dir))
+  result = cli(*cli_args(locked, data_dir))
   assert result.returncode == 1
   assert "not writable" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_mismatched_checkpoint_is_left_untouched(data_dir, tmp_path):
-  _run(tmp_path, data_dir, "train.total_steps = 4")
+  run(tmp_path, data_dir, "train.total_steps = 4")
   before = {p: os.path.getmtime(p) for p in glob.glob(str(tmp_path / "*"))}
-  result = _cli(*_cli_args(tmp_path, data_dir, "BertEncoder.hidden_size = 32",
+  result = cli(*cli_args(tmp_path, data_dir, "BertEncoder.hidden_size = 32",
                            "train.total_steps = 8"))
   assert result.returncode == 1 and "Traceback" not in result.stderr
   assert "shape" in result.stderr.lower(), result.stderr
@@ -308,14 +277,14 @@ def test_model_is_the_model_gardens():
   from official.nlp.configs import bert
   from official.nlp.configs import encoders
   from official.nlp.tasks import masked_lm
+  from official.nlp.modeling import networks
   from trainer import model as model_lib
 
   shape = dict(num_layers=2, hidden_size=64, num_attention_heads=2)
-  _parse(*[f"BertEncoder.{k} = {v}" for k, v in shape.items()],
-         "BertEncoder.inner_dim = 256", "BertEncoder.type_vocab_size = 2",
-         "BertEncoder.max_sequence_length = 512")
   tf_keras.utils.set_random_seed(0)
-  ours = model_lib.build_pretrainer(512, 32, 5)
+  ours = model_lib.build_pretrainer(networks.BertEncoderV2(
+      vocab_size=512, inner_dim=256, type_vocab_size=2,
+      max_sequence_length=512, **shape), 32, 5)
   task = masked_lm.MaskedLMTask(masked_lm.MaskedLMConfig(
       model=bert.PretrainerConfig(
           encoder=encoders.EncoderConfig(

@@ -1,4 +1,4 @@
-"""AdamW as a gin configurable (`@AdamW`), the baseline of the scaling study.
+"""AdamW, the baseline optimizer of the scaling study.
 
 tf-models-official's `AdamWeightDecay`: tf_keras's legacy Adam (with bias
 correction, unlike google-research/bert's original `AdamWeightDecayOptimizer`)
@@ -13,12 +13,10 @@ experimental_aggregate_gradients=False)`; on that path `AdamWeightDecay`
 applies no clipping of its own (its `gradient_clip_norm` acts only when it
 aggregates), so AdamW and LAMB see exactly the same gradients.
 
-Gin files load it with `import scripts.adamw`, then `train.optimizer =
-@AdamW` and `AdamW.<argument> = ...`.
+Gin files name it `train.optimizer = @AdamW` and set `AdamW.<argument> =
+...` (registered in `trainer/configurables.py`).
 """
 
-import gin
 from official.modeling.optimization import legacy_adamw
 
-AdamW = gin.external_configurable(legacy_adamw.AdamWeightDecay, "AdamW",
-                                  module="adamw")
+AdamW = legacy_adamw.AdamWeightDecay

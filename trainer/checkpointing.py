@@ -27,7 +27,8 @@ def _reason(error):
   return f"{type(error).__name__}: {first}"[:200]
 
 
-def _number(prefix):
+def checkpoint_step(prefix):
+  """The step in a `.../ckpt-<step>` prefix (-1 if there is none)."""
   match = re.search(r"-(\d+)$", prefix)
   return int(match.group(1)) if match else -1
 
@@ -52,11 +53,11 @@ def candidates(model_dir):
     older = [p for p in state.all_model_checkpoint_paths if p != latest]
     return [latest] + older[::-1]
   found = tf.io.gfile.glob(os.path.join(model_dir, "ckpt-*.index"))
-  return sorted((p[:-len(".index")] for p in found), key=_number,
+  return sorted((p[:-len(".index")] for p in found), key=checkpoint_step,
                 reverse=True)
 
 
-def problem(prefix):
+def damage(prefix):
   """Why the checkpoint at `prefix` cannot be restored, or None if it can."""
   try:
     reader = tf.train.load_checkpoint(prefix)
@@ -69,6 +70,9 @@ def problem(prefix):
   except (tf.errors.OpError, OSError, ValueError, IndexError) as e:
     return _reason(e)
   return None
+
+
+problem = damage  # The former name, which trainer/export.py still uses.
 
 
 def newest_intact(model_dir, warn):
@@ -91,7 +95,7 @@ def newest_intact(model_dir, warn):
          f"found by name instead")
   damaged = []
   for prefix in found:
-    why = problem(prefix)
+    why = damage(prefix)
     if why is None:
       for bad, bad_why in damaged:
         warn(f"warning: checkpoint {bad} is damaged ({bad_why}); resuming "
@@ -117,7 +121,8 @@ def point_to(model_dir, prefix):
   state = _pointer(model_dir)
   if state and state.model_checkpoint_path == prefix:
     return
-  older = [p for p in candidates(model_dir) if _number(p) < _number(prefix)]
+  older = [p for p in candidates(model_dir)
+           if checkpoint_step(p) < checkpoint_step(prefix)]
   tf.compat.v1.train.update_checkpoint_state(
       model_dir, prefix, all_model_checkpoint_paths=older[::-1] + [prefix])
 
@@ -171,3 +176,25 @@ def dropout_generators(model):
       seen.add(id(generator))
       generators.append(generator)
   return generators
+
+
+def saved_state(prefix):
+  """Every tensor saved at `prefix` but the input iterator's and the save
+  counter, keyed by name: what must match for two runs to be the same."""
+  reader = tf.train.load_checkpoint(str(prefix))
+  return {k: reader.get_tensor(k)
+          for k, dtype in reader.get_variable_to_dtype_map().items()
+          if dtype != tf.variant and not k.startswith(
+              ("save_counter", "_CHECKPOINTABLE"))}
+
+
+def state_difference(prefix_a, prefix_b):
+  """None when two checkpoints hold the same `saved_state` bit for bit,
+  else a line naming the first difference."""
+  a, b = saved_state(prefix_a), saved_state(prefix_b)
+  if a.keys() != b.keys():
+    return f"different tensors: {sorted(a.keys() ^ b.keys())[:5]}"
+  for k in sorted(a):
+    if a[k].shape != b[k].shape or not (a[k] == b[k]).all():
+      return f"{k} differs"
+  return None

@@ -28,41 +28,6 @@ def split_cpu(num_replicas):
         cpus[0], [tf.config.LogicalDeviceConfiguration()] * num_replicas)
 
 
-def cpu_parallelism(parallel_parts=0, tpu=None, cpu_replicas=1):
-  """How many parts of each micro-batch a CPU computes at once.
-
-  On a CPU, TensorFlow runs each op on a pool of `intra_op` threads, one per
-  core; a small model's ops are too small to split well (measured on 2
-  cores, BERT-tiny in 4 micro-batches of 16: 200-217 examples/s with 2
-  threads per op, 254-272 with each micro-batch computed as two halves side
-  by side, one thread per op each). With `parallel_parts` > 1,
-  each op gets `cores // parallel_parts` threads and the train step computes
-  that many independent parts of every micro-batch side by side (see
-  `step.make_train_loop`). Call before TensorFlow starts its runtime.
-
-  Args:
-    parallel_parts: the number of parts; 0 picks 2 on a host with 2 or more
-      cores and neither GPU nor TPU, running one replica, else 1.
-    tpu: the --tpu flag (TPU hosts feed the TPU: 1 part).
-    cpu_replicas: logical CPU devices (each replica already runs alongside
-      the others: 1 part).
-
-  Returns:
-    The number of parts.
-  """
-  if parallel_parts < 0:
-    raise ValueError(f"--parallel_micro_batches must be >= 0, got "
-                     f"{parallel_parts}")
-  cores = os.cpu_count() or 1
-  if parallel_parts == 0:
-    cpu_only = not tpu and not tf.config.list_physical_devices("GPU")
-    parallel_parts = 2 if cpu_only and cpu_replicas == 1 and cores > 1 else 1
-  if parallel_parts > 1 and "TF_NUM_INTRAOP_THREADS" not in os.environ:
-    tf.config.threading.set_intra_op_parallelism_threads(
-        max(1, cores // parallel_parts))
-  return parallel_parts
-
-
 def _connect_tpu(tpu, timeout_s):
   """Connects to a Cloud TPU, failing after `timeout_s` instead of hanging."""
   result = {}

@@ -1,6 +1,8 @@
 r"""Pretrains BERT with LAMB: `python -m trainer.main --gin_file=...`.
 
-Flags say where and how the job runs; gin files say what is trained.
+Flags say where the job runs; gin files say what is trained and how it is
+computed (every such setting is a `train.*`, `dataset.*`, ... binding and is
+written to model_dir/operative_config.gin).
 
   python -m trainer.main --gin_file=configs/bert_lamb.gin \
       --model_dir=runs/bert_lamb
@@ -45,17 +47,17 @@ flags.DEFINE_float("worker_timeout", 60.0, "Multi-worker: seconds a worker "
                    "an error naming it.")
 flags.DEFINE_integer("cpu_replicas", 1, "Split the CPU into this many logical "
                      "devices so mirrored training runs without a GPU.")
-flags.DEFINE_integer("parallel_micro_batches", 0, "On CPU: compute this "
-                     "many parts of each micro-batch at once, each op on "
-                     "cores/N threads (faster for small models). 0: 2 on a "
-                     "host with 2+ cores, no GPU or TPU and one replica, "
-                     "else 1.")
 flags.DEFINE_boolean("verbose", False, "Show tracebacks and TensorFlow logs.")
 
 FLAGS = flags.FLAGS
 
 
-def main(argv):
+def main(argv, gradient_hook=None):
+  """Runs `run`, turning errors into one line and an exit code.
+
+  `gradient_hook` is for the fault-injection entry point
+  (`tests/faulty_main.py`) only.
+  """
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not FLAGS.verbose:
@@ -64,7 +66,7 @@ def main(argv):
   # Before TensorFlow starts its threads (see trainer/allocator.py).
   allocator.limit_arenas()
   try:
-    return run()
+    return run(gradient_hook)
   except preemption.Preempted as e:
     print(e, flush=True)
     return preemption.EXIT_CODE
@@ -79,37 +81,54 @@ def main(argv):
     return 1
 
 
-def run():
-  """Parses the config, picks the strategy and trains."""
+def parse_config():
+  """Parses --gin_file and --gin_bindings, then resolves and binds
+  `train.parallel_micro_batches` (recorded in operative_config.gin)."""
+  import gin  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from trainer import configurables  # pylint: disable=g-import-not-at-top
+  from trainer import runtime  # pylint: disable=g-import-not-at-top
+  # `include` lines in configs resolve from the repository root too.
+  gin.add_config_file_search_path(
+      os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_bindings,
+                                      finalize_config=False)
+  accelerator = bool(FLAGS.tpu or tf.config.list_physical_devices("GPU"))
+  parts, _ = runtime.resolve_parallel_micro_batches(
+      configurables.bound_value("train.parallel_micro_batches"),
+      accelerator=accelerator, local_replicas=FLAGS.cpu_replicas)
+  gin.bind_parameter("train.parallel_micro_batches", parts)
+  gin.finalize()
+  return parts
+
+
+def run(gradient_hook=None):
+  """Parses the config, sets up the runtime, picks the strategy and trains."""
   if not FLAGS.gin_file:
     raise ValueError("give at least one --gin_file, e.g. "
                      "--gin_file=configs/bert_lamb.gin")
   for path in FLAGS.gin_file:  # Checked before the slow TensorFlow import.
     if "://" not in path and not os.path.exists(path):
       raise FileNotFoundError(f"gin file {path} does not exist")
+  parts = parse_config()
   import gin  # pylint: disable=g-import-not-at-top
+  from trainer import configurables  # pylint: disable=g-import-not-at-top
   from trainer import distribute  # pylint: disable=g-import-not-at-top
-  # Op threads, devices and the strategy come first: they (and multi-worker
-  # collectives) must be configured before anything starts TensorFlow's
-  # runtime.
-  parallel_parts = distribute.cpu_parallelism(
-      FLAGS.parallel_micro_batches, FLAGS.tpu, FLAGS.cpu_replicas)
+  from trainer import runtime  # pylint: disable=g-import-not-at-top
+  # Op threads, devices and the strategy come before anything starts
+  # TensorFlow's runtime (so do multi-worker collectives).
+  runtime.set_cpu_threads(parts)
   distribute.split_cpu(FLAGS.cpu_replicas)
   strategy = distribute.create_strategy(FLAGS.strategy, FLAGS.tpu,
                                        FLAGS.tpu_timeout, FLAGS.worker_timeout)
-  from trainer import train as train_lib  # pylint: disable=g-import-not-at-top
-  # `include` lines in configs resolve from the repository root too.
-  gin.add_config_file_search_path(
-      os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_bindings)
   model_dir = FLAGS.model_dir or os.path.join(
       "runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
   print(f"model_dir: {model_dir}\n--- gin config ---\n{gin.config_str()}"
         f"------------------", flush=True)
   try:
-    metrics = train_lib.train(model_dir=model_dir, data_dir=FLAGS.data_dir,
-                              strategy=strategy,
-                              parallel_micro_batches=parallel_parts)
+    metrics = configurables.train(model_dir=model_dir,
+                                  data_dir=FLAGS.data_dir, strategy=strategy,
+                                  gradient_hook=gradient_hook)
   except Exception as e:  # pylint: disable=broad-except
     lost = distribute.lost_worker(strategy, e)
     if lost is None:

@@ -5,21 +5,17 @@ model size is set with its own argument names: `BertEncoder.num_layers`,
 `.hidden_size`, `.num_attention_heads`, `.inner_dim`, `.output_dropout`,
 `.attention_dropout`, `.max_sequence_length`) inside `BertPretrainerV2` with a
 masked-LM head tied to the word embeddings and a next-sentence head, as in
-`official/nlp/tasks/masked_lm.py`.
+`official/nlp/tasks/masked_lm.py`. Nothing here reads gin: the encoder is
+passed in (`trainer/configurables.py` registers it for configs).
 """
 
 import json
 
-import gin
 import tensorflow as tf
 import tf_keras
 from official.modeling import tf_utils
 from official.nlp.modeling import layers
 from official.nlp.modeling import models
-from official.nlp.modeling import networks
-
-BertEncoder = gin.external_configurable(
-    networks.BertEncoderV2, "BertEncoder", module="tfm")
 
 # Sums a step reduces across micro-batches and replicas; ratios of them give
 # the losses and accuracies of the whole global batch, whatever its split.
@@ -27,11 +23,12 @@ METRIC_SUMS = ("mlm_loss_sum", "mlm_weight_sum", "mlm_correct_sum",
                "nsp_loss_sum", "nsp_correct_sum", "num_examples")
 
 
-def build_pretrainer(vocab_size, max_seq_length, max_predictions_per_seq):
-  """Builds BertPretrainerV2 (MLM + next-sentence heads) for `vocab_size`.
+def build_pretrainer(encoder, max_seq_length, max_predictions_per_seq):
+  """Builds BertPretrainerV2 (MLM + next-sentence heads) around `encoder`.
 
   Args:
-    vocab_size: rows of the word embedding table (from the dataset's vocab).
+    encoder: a `networks.BertEncoderV2`, e.g.
+      `networks.BertEncoderV2(vocab_size=512, num_layers=2, hidden_size=64)`.
     max_seq_length: longest input the data holds; checked against the
       encoder's position table (`BertEncoder.max_sequence_length`).
     max_predictions_per_seq: masked positions per example.
@@ -40,7 +37,6 @@ def build_pretrainer(vocab_size, max_seq_length, max_predictions_per_seq):
     A `tf_keras.Model` mapping the Model Garden feature dict to a dict with
     `mlm_logits` [batch, predictions, vocab] and `next_sentence` [batch, 2].
   """
-  encoder = BertEncoder(vocab_size=vocab_size)
   positions = encoder.get_config()["max_sequence_length"]
   if max_seq_length > positions:
     raise ValueError(

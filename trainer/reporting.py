@@ -12,6 +12,8 @@ import time
 
 import tensorflow as tf
 
+from data import files
+
 
 def forget_after(model_dir, step):
   """Drops the metrics.jsonl records after `step`, e.g. on resuming there.
@@ -35,9 +37,7 @@ def forget_after(model_dir, step):
       pass  # A torn or foreign line.
   if len(kept) == len(lines):
     return
-  with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-    f.write("".join(kept))
-  tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+  files.write_atomically(path, "".join(kept))
 
 
 class Reporter:

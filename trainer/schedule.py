@@ -11,7 +11,6 @@ reached exactly at the end of warmup and the decay runs over the remaining
 steps, so `peak_learning_rate` means what it says.
 """
 
-import gin
 import tensorflow as tf
 import tf_keras
 
@@ -67,8 +66,7 @@ class WarmupPolynomialDecay(
                 end_learning_rate=self.end_learning_rate)
 
 
-@gin.configurable(module="trainer", denylist=["total_steps"])
-def learning_rate_schedule(total_steps, peak_learning_rate=gin.REQUIRED,
+def learning_rate_schedule(total_steps, *, peak_learning_rate,
                            warmup_steps=None, warmup_fraction=None,
                            warmup_power=1.0, decay_power=1.0,
                            end_learning_rate=0.0):

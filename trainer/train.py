@@ -1,9 +1,12 @@
 """BERT pretraining with LAMB under any `tf.distribute` strategy.
 
-`train` builds the data, the model, the optimizer and the checkpoint, then
-alternates host loops of `steps_per_loop` optimizer steps (`trainer/step.py`,
-where the gradients are computed, all-reduced and applied) with logging,
-evaluation and checkpointing at loop boundaries.
+`train` reads top to bottom: check and resolve the settings (`_plan`), set
+up the run's process-wide settings (`runtime.training_settings`), build the
+data (`data.batching`), build and restore the state (`_build_state`,
+`_restore`), then alternate host loops of `steps_per_loop` optimizer steps
+(`trainer/step.py`, where the gradients are computed, all-reduced and
+applied) with logging, evaluation and checkpointing at loop boundaries
+(`_run_loop`).
 
 Checkpoint contents and restore order: `tf.train.Checkpoint(model, optimizer,
 step, train_iterator, dropout_rng, consecutive_skips, skipped_steps)`. On
@@ -16,20 +19,28 @@ restoration), so the first resumed step uses the saved moments. Without a
 checkpoint in `model_dir`, `init_checkpoint` warm-starts the model weights
 only (fresh optimizer, schedule and data position), as phase 2 of the paper's
 recipe does.
+
+Nothing here reads gin: `trainer/configurables.py` registers `train` and the
+pieces it is given (`encoder`, `dataset`, `learning_rate_schedule`,
+`optimizer`) for the configs.
 """
 
+import dataclasses
 import functools
 import json
 import os
 import tempfile
 import time
+from typing import Optional
 
-import gin
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
 import data
+from data import batching
+from data import defaults
+from data import files
 from lamb import LAMB
 from trainer import checkpointing
 from trainer import distribute
@@ -38,23 +49,18 @@ from trainer import noise_scale
 from trainer import preemption
 from trainer import reporting
 from trainer import runtime
-from trainer import schedule as schedule_lib
 from trainer import step as step_lib
-
-gin.external_configurable(LAMB, "LAMB", module="lamb")
 
 
 class TrainingError(RuntimeError):
   """A run that cannot go on (e.g. too many non-finite steps in a row)."""
 
 
-@gin.configurable(module="trainer")
-def dataset(corpus="embedded", vocab_size=8192, vocab_file=None,
-            max_seq_length=128, max_predictions_per_seq=20,
-            masking="dynamic", bucket_width=None):
-  """What the model is trained on: keyword arguments for the `data` package.
+@dataclasses.dataclass(frozen=True)
+class DatasetSettings:
+  """What the model is trained on (gin: `dataset.*`).
 
-  Args:
+  Attributes:
     corpus: "embedded" (built offline), a glob of text files, or "tfds:NAME".
     vocab_size: WordPiece vocabulary size learned from the corpus.
     vocab_file: a user vocab.txt instead of learning one.
@@ -63,21 +69,83 @@ def dataset(corpus="embedded", vocab_size=8192, vocab_file=None,
       512: 15% of the tokens, as in BERT).
     masking: "dynamic" (new masks every epoch) or "static".
     bucket_width: group training examples by length in buckets of this many
-      tokens and cut each batch to its longest example (rounded up to a
-      multiple of it), so that padding is not computed: the same examples
-      and losses for less work, in another order. None: every batch is
-      `max_seq_length` long (static shapes, as TPUs need).
+      tokens and cut each host batch to its longest example, so that padding
+      is not computed: the same examples and losses for less work, in
+      another order. None: every batch is `max_seq_length` long (static
+      shapes, as TPUs need).
+    dupe_factor: times the training documents were paired, differently
+      (`python -m data.prepare --dupe_factor`); part of the dataset's name.
   """
-  return dict(corpus=corpus, vocab_size=vocab_size, vocab_file=vocab_file,
-              max_seq_length=max_seq_length,
-              max_predictions_per_seq=max_predictions_per_seq,
-              masking=masking, bucket_width=bucket_width)
+  corpus: str = defaults.CORPUS
+  vocab_size: int = defaults.VOCAB_SIZE
+  vocab_file: Optional[str] = None
+  max_seq_length: int = defaults.MAX_SEQ_LENGTH
+  max_predictions_per_seq: int = defaults.MAX_PREDICTIONS_PER_SEQ
+  masking: str = "dynamic"
+  bucket_width: Optional[int] = None
+  dupe_factor: int = defaults.DUPE_FACTOR
+
+  def identity(self):
+    """The arguments that name the prepared dataset."""
+    return dict(corpus=self.corpus, vocab_size=self.vocab_size,
+                vocab_file=self.vocab_file,
+                max_seq_length=self.max_seq_length,
+                dupe_factor=self.dupe_factor)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Settings checked and resolved once, before anything is built."""
+  micro_batch: int
+  trim_padding: bool
+  precision: Optional[str]
+  precision_reason: str
+  parallel_micro_batches: int
+  parallel_reason: str
 
 
 def _check_positive(**values):
   for name, value in values.items():
     if value is None or value <= 0:
       raise ValueError(f"train.{name} must be > 0, got {value}")
+
+
+def _plan(strategy, dataset, *, total_steps, global_batch_size,
+          grad_accumulation_steps, steps_per_loop, checkpoint_every_steps,
+          keep_checkpoints, eval_every_steps, eval_examples, jit_compile,
+          trim_padding, mixed_precision, parallel_micro_batches):
+  """Checks the settings; resolves the automatic ones (`Plan`)."""
+  _check_positive(total_steps=total_steps, global_batch_size=global_batch_size,
+                  grad_accumulation_steps=grad_accumulation_steps,
+                  steps_per_loop=steps_per_loop,
+                  checkpoint_every_steps=checkpoint_every_steps,
+                  keep_checkpoints=keep_checkpoints,
+                  eval_every_steps=eval_every_steps)
+  if eval_examples is not None:
+    _check_positive(eval_examples=eval_examples)
+  replicas = strategy.num_replicas_in_sync
+  if global_batch_size % (replicas * grad_accumulation_steps):
+    raise ValueError(
+        f"train.global_batch_size={global_batch_size} is not divisible by "
+        f"{replicas} replicas x {grad_accumulation_steps} accumulation steps")
+  tpu = isinstance(strategy, tf.distribute.TPUStrategy)
+  if trim_padding and (jit_compile or tpu):
+    raise ValueError("train.trim_padding makes shapes vary, which XLA "
+                     "(train.jit_compile) and TPUs cannot run; leave it unset")
+  if dataset.bucket_width and tpu:
+    raise ValueError("dataset.bucket_width makes batches of varying length, "
+                     "which TPUs cannot run; leave it unset on TPU")
+  precision, precision_reason = runtime.resolve_mixed_precision(
+      mixed_precision, tpu=tpu)
+  parts, parts_reason = runtime.resolve_parallel_micro_batches(
+      parallel_micro_batches,
+      accelerator=tpu or bool(tf.config.list_logical_devices("GPU")),
+      local_replicas=len(strategy.extended.worker_devices))
+  return Plan(micro_batch=global_batch_size // grad_accumulation_steps,
+              trim_padding=(not (jit_compile or tpu) if trim_padding is None
+                            else trim_padding),
+              precision=precision, precision_reason=precision_reason,
+              parallel_micro_batches=parts, parallel_reason=parts_reason)
 
 
 def _writable_dir(path):
@@ -102,15 +170,257 @@ def _write_run_assets(model_dir, encoder, vocab_file):
                    overwrite=True)
 
 
-@gin.configurable(module="trainer", denylist=[
-    "model_dir", "data_dir", "strategy", "parallel_micro_batches"])
-def train(model_dir, data_dir=None, strategy=None, parallel_micro_batches=1, *,
-          total_steps=gin.REQUIRED, global_batch_size=gin.REQUIRED,
-          grad_accumulation_steps=1, steps_per_loop=100,
-          checkpoint_every_steps=1000, keep_checkpoints=3,
-          eval_every_steps=1000, eval_steps=50, seed=0, init_checkpoint=None,
-          optimizer=LAMB, clip_global_norm=None, jit_compile=False,
-          trim_padding=None, mixed_precision="auto", deterministic=False,
+def _write_operative_config(model_dir, operative_config):
+  """Writes `operative_config()` to model_dir/operative_config.gin."""
+  if operative_config:
+    files.write_atomically(os.path.join(model_dir, "operative_config.gin"),
+                           operative_config())
+
+
+def _eval_batches(eval_examples, validation_examples, micro_batch):
+  """Eval batches of `micro_batch` examples: `eval_examples` of them (None:
+  the whole split), rounded down to whole batches."""
+  available = validation_examples // micro_batch
+  wanted = available if eval_examples is None else eval_examples // micro_batch
+  if min(available, wanted) < 1:
+    raise ValueError(
+        f"train.eval_examples={eval_examples} with the validation split's "
+        f"{validation_examples} examples makes no eval batch of "
+        f"{micro_batch} (global batch / accumulation steps)")
+  return min(available, wanted)
+
+
+def _datasets(strategy, data_dir, dataset, *, seed, global_batch_size,
+              micro_batch):
+  """Host batches [local_replicas, B, ...] of training and validation.
+
+  Each host reads its own shard into a plain tf.data iterator holding the
+  batches of its local replicas; unlike `distribute_datasets_from_function`'s
+  iterators it can be saved in a checkpoint, so a resumed run reads exactly
+  the batches it would have. Only training is grouped by length; evaluation
+  reads the validation split in its stored order, in micro-batches.
+  """
+  context = distribute.input_context(strategy)
+  local_replicas = len(strategy.extended.worker_devices)
+  kwargs = dict(dataclasses.asdict(dataset), data_dir=data_dir, seed=seed,
+                repeat=True)
+  train_ds = data.build_dataset(context, split="train", shuffle=True,
+                                global_batch_size=global_batch_size,
+                                **kwargs)
+  eval_ds = data.build_dataset(context, split="validation", shuffle=False,
+                               global_batch_size=micro_batch,
+                               **dict(kwargs, bucket_width=None))
+  return (batching.host_batches(train_ds, local_replicas,
+                                cut=bool(dataset.bucket_width)),
+          batching.host_batches(eval_ds, local_replicas))
+
+
+@dataclasses.dataclass
+class State:
+  """Everything a run trains and saves, and its checkpoints."""
+  model: tf_keras.Model
+  optimizer: tf_keras.optimizers.legacy.Optimizer
+  counters: step_lib.Counters
+  train_iterator: object
+  checkpoint: tf.train.Checkpoint
+  input_checkpoint: tf.train.Checkpoint
+
+
+def _build_state(strategy, encoder, prepared, dataset, optimizer,
+                 learning_rate, precision, train_data):
+  """The model, optimizer, counters and input position, and their
+  checkpoints (see the module docstring for what is saved)."""
+  with strategy.scope():
+    model = model_lib.build_pretrainer(
+        encoder(vocab_size=prepared.vocab_size), dataset.max_seq_length,
+        dataset.max_predictions_per_seq)
+    opt = optimizer(learning_rate=learning_rate)
+    if precision == "float16":
+      opt = tf_keras.mixed_precision.LossScaleOptimizer(opt)
+    counters = step_lib.new_counters()
+    # Dropout draws from tf.random.Generators whose state tf_keras leaves out
+    # of checkpoints; saving them makes a resumed run continue each random
+    # stream instead of restarting it.
+    dropout_rng = checkpointing.dropout_generators(model)
+  train_iterator = iter(train_data)
+  ckpt = tf.train.Checkpoint(model=model, optimizer=opt, step=counters.step,
+                             dropout_rng=dropout_rng,
+                             consecutive_skips=counters.consecutive_skips,
+                             skipped_steps=counters.skipped_total)
+  # The chief's checkpoint holds its input position; other hosts keep theirs
+  # in model_dir/input_worker<i>, saved under the same checkpoint numbers.
+  worker = distribute.worker_index(strategy)
+  if worker == 0:
+    ckpt.train_iterator = train_iterator
+  input_ckpt = tf.train.Checkpoint(train_iterator=train_iterator)
+  return State(model, opt, counters, train_iterator, ckpt, input_ckpt)
+
+
+def _checkpoint_managers(state, strategy, model_dir, ckpt_dir,
+                         keep_checkpoints):
+  """The managers that save `state`; created after `_restore`, which may
+  move the checkpoint pointer past damaged checkpoints."""
+  managers = [tf.train.CheckpointManager(state.checkpoint, ckpt_dir,
+                                         max_to_keep=keep_checkpoints)]
+  worker = distribute.worker_index(strategy)
+  if worker > 0:
+    managers.append(tf.train.CheckpointManager(
+        state.input_checkpoint,
+        os.path.join(model_dir, f"input_worker{worker}"),
+        max_to_keep=keep_checkpoints))
+  return managers
+
+
+def _restore(state, strategy, model_dir, init_checkpoint):
+  """Resumes from the newest intact checkpoint, or warm-starts the model
+  from `init_checkpoint`; returns the step training starts at."""
+  worker = distribute.worker_index(strategy)
+  latest = checkpointing.newest_intact(
+      model_dir, warn=lambda line: print(line, flush=True))
+  if latest:
+    state.checkpoint.restore(latest).expect_partial()
+    if worker > 0:
+      state.input_checkpoint.restore(os.path.join(
+          model_dir, f"input_worker{worker}",
+          os.path.basename(latest))).expect_partial()
+    if distribute.is_chief(strategy):
+      checkpointing.point_to(model_dir, latest)  # Past damaged ones, if any.
+    print(f"resumed from {latest} at step "
+          f"{int(state.counters.step.numpy())}", flush=True)
+  elif init_checkpoint:
+    path = (tf.train.latest_checkpoint(init_checkpoint)
+            if tf.io.gfile.isdir(init_checkpoint) else init_checkpoint)
+    if not path:
+      raise FileNotFoundError(f"train.init_checkpoint {init_checkpoint} "
+                              f"holds no checkpoint")
+    tf.train.Checkpoint(model=state.model).restore(path).expect_partial()
+    print(f"warm-started model weights from {path}", flush=True)
+  return int(state.counters.step.numpy())
+
+
+def _start_files(state, strategy, model_dir, ckpt_dir, keep_checkpoints,
+                 vocab_file, current):
+  """Writes what a started run writes, once restored (so that a run that
+  fails to start leaves no trace); returns the checkpoint managers."""
+  if distribute.is_chief(strategy):
+    # Records after the restored step belong to work done again.
+    reporting.forget_after(model_dir, current)
+    # What an export needs besides the weights (trainer/export.py).
+    _write_run_assets(model_dir, state.model.encoder_network, vocab_file)
+  return _checkpoint_managers(state, strategy, model_dir, ckpt_dir,
+                              keep_checkpoints)
+
+
+def _evaluator(strategy, model, plan, eval_data, eval_batches, reporter):
+  """`evaluate(at_step, report=True)`: the eval metrics, reported."""
+  eval_loop = step_lib.make_eval_loop(strategy, model, plan.trim_padding,
+                                      plan.parallel_micro_batches)
+
+  def evaluate(at_step, report=True):
+    totals = eval_loop(iter(eval_data), tf.constant(eval_batches))
+    metrics = model_lib.summarize(
+        dict(zip(model_lib.METRIC_SUMS, totals.numpy())))
+    if report:
+      reporter.eval(at_step, metrics)
+    return metrics
+  return evaluate
+
+
+def _loop_metrics(outputs, done, learning_rate, skipped_total):
+  """A host loop's metrics from `train_loop`'s outputs (`done` steps)."""
+  totals, norm_sum, skipped, norms, _ = outputs
+  skipped = int(skipped)
+  metrics = model_lib.summarize(
+      dict(zip(model_lib.METRIC_SUMS, totals.numpy())))
+  # Trust ratios describe the loop's last update; a loop of skipped steps
+  # has none (and LAMB's record of earlier ones is not saved).
+  norms = {k: v for k, v in norms.items()
+           if done > skipped or not k.startswith("trust_ratio_")}
+  if "noise_trace_sum" in norms:
+    noise = noise_scale.ratio(norms.pop("noise_trace_sum"),
+                              norms.pop("noise_grad_sq_sum"))
+    if np.isfinite(noise):
+      norms["gradient_noise_scale"] = noise
+  metrics.update(learning_rate=learning_rate,
+                 grad_norm=float(norm_sum) / max(done - skipped, 1),
+                 skipped_steps=skipped, skipped_steps_total=skipped_total,
+                 **{k: float(v) for k, v in norms.items()})
+  return metrics
+
+
+def _start_line(total_steps, global_batch_size, replicas,
+                grad_accumulation_steps, plan, variables, vocab_size, start):
+  parallel = (f", each as {plan.parallel_micro_batches} parts computed at "
+              "once" if plan.parallel_micro_batches > 1 else "")
+  return (f"training {total_steps} steps of {global_batch_size} examples on "
+          f"{replicas} replica(s), {grad_accumulation_steps} micro-batch(es) "
+          f"per step{parallel} (train.parallel_micro_batches="
+          f"{plan.parallel_micro_batches}, {plan.parallel_reason}); "
+          f"{sum(int(np.prod(v.shape)) for v in variables):,} parameters; "
+          f"vocab {vocab_size}; starting at step {start}")
+
+
+def _run_loop(state, train_loop, evaluate, reporter, managers, *, current,
+              total_steps, global_batch_size, steps_per_loop,
+              checkpoint_every_steps, eval_every_steps,
+              max_consecutive_skips, learning_rate, after_first_loop):
+  """Host loops until `total_steps`: log, evaluate, save, stop on request.
+
+  Returns the last evaluation's metrics (None if none was due).
+  """
+  counters, opt = state.counters, state.optimizer
+  metrics = None
+  first_loop = True
+  while current < total_steps:
+    boundary = min(total_steps,
+                   (current // checkpoint_every_steps + 1) *
+                   checkpoint_every_steps,
+                   (current // eval_every_steps + 1) * eval_every_steps)
+    start = time.time()
+    outputs = train_loop(state.train_iterator, tf.constant(
+        min(steps_per_loop, boundary - current)))
+    outputs[0].numpy()  # Waits for the loop, for the timing.
+    seconds = time.time() - start
+    done = int(counters.step.numpy()) - current
+    current += done
+    loop_metrics = _loop_metrics(
+        outputs, done,
+        float(learning_rate(tf.maximum(opt.iterations - 1, 0))),
+        int(counters.skipped_total.numpy()))
+    if not np.isfinite(loop_metrics["param_norm"]):
+      raise TrainingError(f"parameters became non-finite at step {current}")
+    reporter.train(current, loop_metrics, done, seconds,
+                   examples=done * global_batch_size)
+    if int(counters.consecutive_skips.numpy()) >= max_consecutive_skips:
+      raise TrainingError(
+          f"{max_consecutive_skips} consecutive non-finite steps (steps "
+          f"{current - max_consecutive_skips + 1} to {current}); stopping "
+          f"at step {current}, the last good checkpoint is kept: "
+          f"{managers[0].latest_checkpoint or 'none was saved yet'}")
+    if first_loop:
+      after_first_loop()
+      first_loop = False
+    if current % eval_every_steps == 0 or current == total_steps:
+      metrics = evaluate(current)
+    stopped = bool(outputs[4]) and current < total_steps
+    if (current % checkpoint_every_steps == 0 or current == total_steps or
+        stopped):
+      checkpointing.save(managers, current)
+    if stopped:
+      raise preemption.Preempted(
+          f"stopped on SIGTERM after step {current}/{total_steps}; saved "
+          f"{managers[0].latest_checkpoint}; run the same command to resume")
+  return metrics
+
+
+def train(model_dir, data_dir=None, strategy=None, gradient_hook=None,
+          operative_config=None, *, encoder, dataset, learning_rate_schedule,
+          total_steps, global_batch_size, grad_accumulation_steps=1,
+          steps_per_loop=100, checkpoint_every_steps=1000, keep_checkpoints=3,
+          eval_every_steps=1000, eval_examples=None, seed=0,
+          init_checkpoint=None, optimizer=LAMB, clip_global_norm=None,
+          jit_compile=False, trim_padding=None, mixed_precision="auto",
+          parallel_micro_batches=None, deterministic=False,
           max_consecutive_skips=10):
   """Pretrains BERT and returns the final eval metrics.
 
@@ -119,8 +429,17 @@ def train(model_dir, data_dir=None, strategy=None, parallel_micro_batches=1, *,
       resumes from the latest checkpoint found here.
     data_dir: where the dataset is built (once) and read.
     strategy: a `tf.distribute.Strategy` (default: the current one).
-    parallel_micro_batches: parts of each micro-batch computed side by side
-      (the same sum; see `distribute.cpu_parallelism`).
+    gradient_hook: `hook(grads, steps_done) -> grads` on the all-reduced
+      gradients; fault injection in tests (`tests/faulty_main.py`), None in
+      training.
+    operative_config: a callable returning the text of the run's
+      configuration, written to model_dir/operative_config.gin by the chief
+      after the first loop (`trainer.configurables.train` passes gin's).
+    encoder: builds the encoder network: called with `vocab_size=` (the
+      dataset's), e.g. `networks.BertEncoderV2` or gin's `@BertEncoder`.
+    dataset: a `DatasetSettings`: what is trained on.
+    learning_rate_schedule: `f(total_steps)` -> the learning-rate schedule,
+      e.g. `schedule.learning_rate_schedule` with its arguments bound.
     total_steps: optimizer steps to train.
     global_batch_size: examples per optimizer step, over all replicas and
       micro-batches.
@@ -129,7 +448,10 @@ def train(model_dir, data_dir=None, strategy=None, parallel_micro_batches=1, *,
     checkpoint_every_steps: save period, in steps (also saved at the end).
     keep_checkpoints: how many recent checkpoints to keep.
     eval_every_steps: eval period, in steps (also evaluated at the end).
-    eval_steps: most eval batches per evaluation.
+    eval_examples: validation examples per evaluation, in batches of
+      `global_batch_size / grad_accumulation_steps` (rounded down to whole
+      batches; None: the whole split), so that how much is evaluated does
+      not depend on the accumulation.
     seed: seeds weight init, data order, masking and dropout.
     init_checkpoint: checkpoint (or directory) whose model weights start a
       fresh run, e.g. phase 1's for phase 2.
@@ -148,6 +470,11 @@ def train(model_dir, data_dir=None, strategy=None, parallel_micro_batches=1, *,
       on GPUs of compute capability 7.x; float32 elsewhere, see
       `runtime.resolve_mixed_precision`), or explicitly None / "float32",
       "bfloat16", "float16".
+    parallel_micro_batches: parts of each micro-batch computed side by side
+      (the same sum, rounded differently); None: automatic, see
+      `runtime.resolve_parallel_micro_batches` (`trainer.main` resolves it
+      before TensorFlow starts, sizes the op thread pool to match and
+      records the value in operative_config.gin).
     deterministic: make ops deterministic so that a run killed at any moment
       (even SIGKILL during a checkpoint write) and restarted with the same
       command ends with the same weights, optimizer state and logged losses
@@ -181,30 +508,16 @@ def train(model_dir, data_dir=None, strategy=None, parallel_micro_batches=1, *,
       intact.
   """
   strategy = strategy or tf.distribute.get_strategy()
-  if parallel_micro_batches < 1:
-    raise ValueError(f"parallel_micro_batches must be >= 1, got "
-                     f"{parallel_micro_batches}")
-  _check_positive(total_steps=total_steps, global_batch_size=global_batch_size,
-                  grad_accumulation_steps=grad_accumulation_steps,
-                  steps_per_loop=steps_per_loop,
-                  checkpoint_every_steps=checkpoint_every_steps,
-                  keep_checkpoints=keep_checkpoints,
-                  eval_every_steps=eval_every_steps, eval_steps=eval_steps)
-  replicas = strategy.num_replicas_in_sync
-  if global_batch_size % (replicas * grad_accumulation_steps):
-    raise ValueError(
-        f"train.global_batch_size={global_batch_size} is not divisible by "
-        f"{replicas} replicas x {grad_accumulation_steps} accumulation steps")
-  static_shapes = jit_compile or isinstance(strategy,
-                                           tf.distribute.TPUStrategy)
-  if trim_padding and static_shapes:
-    raise ValueError("train.trim_padding makes shapes vary, which XLA "
-                     "(train.jit_compile) and TPUs cannot run; leave it unset")
-  if trim_padding is None:
-    trim_padding = not static_shapes
-  mixed_precision, precision_reason = runtime.resolve_mixed_precision(
-      mixed_precision,
-      tpu=isinstance(strategy, tf.distribute.TPUStrategy))
+  plan = _plan(strategy, dataset, total_steps=total_steps,
+               global_batch_size=global_batch_size,
+               grad_accumulation_steps=grad_accumulation_steps,
+               steps_per_loop=steps_per_loop,
+               checkpoint_every_steps=checkpoint_every_steps,
+               keep_checkpoints=keep_checkpoints,
+               eval_every_steps=eval_every_steps, eval_examples=eval_examples,
+               jit_compile=jit_compile, trim_padding=trim_padding,
+               mixed_precision=mixed_precision,
+               parallel_micro_batches=parallel_micro_batches)
   chief = distribute.is_chief(strategy)
   # Non-chief workers write their (required) share of a checkpoint to a
   # scratch directory, which is thrown away.
@@ -212,212 +525,60 @@ def train(model_dir, data_dir=None, strategy=None, parallel_micro_batches=1, *,
       tempfile.gettempdir(), f"worker{distribute.worker_index(strategy)}_ckpt")
   _writable_dir(ckpt_dir)
 
-  if deterministic:
-    tf.config.experimental.enable_op_determinism()
-  tf_keras.utils.set_random_seed(seed)
-  # Dropout draws from a tf.random.Generator whose state is a variable that
-  # the checkpoint saves, so a resumed run continues the same random stream.
-  tf_keras.backend.experimental.enable_tf_random_generator()
-  runtime.set_precision_policy(mixed_precision)
-
-  data_kwargs = dataset()
-  if data_kwargs["bucket_width"] and isinstance(
-      strategy, tf.distribute.TPUStrategy):
-    raise ValueError("dataset.bucket_width makes batches of varying length, "
-                     "which TPUs cannot run; leave it unset on TPU")
-  info = data.prepare_dataset(data_dir, seed=seed, **{
-      k: data_kwargs[k] for k in ("corpus", "vocab_size", "vocab_file",
-                                  "max_seq_length")})
-  micro_batch = global_batch_size // grad_accumulation_steps
-  eval_batches = min(eval_steps,
-                     info.num_examples["validation"] // micro_batch)
-  if eval_batches < 1:
-    raise ValueError(
-        f"the validation split has {info.num_examples['validation']} "
-        f"examples, fewer than one eval batch of {micro_batch}")
-
-  # Each host reads its own shard into a plain tf.data iterator holding the
-  # batches of its local replicas, [local_replicas, per_replica_batch, ...];
-  # unlike `distribute_datasets_from_function`'s iterators it can be saved in
-  # a checkpoint, so a resumed run reads exactly the batches it would have.
-  local_replicas = len(strategy.extended.worker_devices)
-  context = distribute.input_context(strategy)
-
-  def make_dataset(split, batch_size):
-    # Only training is grouped by length; evaluation reads the validation
-    # split in its stored order.
-    bucket_width = data_kwargs["bucket_width"] if split == "train" else None
-    ds = data.build_dataset(
-        context, data_dir=data_dir, split=split, global_batch_size=batch_size,
-        seed=seed, shuffle=(split == "train"), repeat=True,
-        **dict(data_kwargs, bucket_width=bucket_width)).batch(
-            local_replicas, drop_remainder=True)
-    if bucket_width:
-      # One cut for the host batch, so that all its replicas' batches agree
-      # in shape; the input pipeline makes it, off the training step.
-      ds = ds.map(functools.partial(data.trim_padding,
-                                    multiple=bucket_width))
-    return ds
-
-  train_data = make_dataset("train", global_batch_size)
-  eval_data = make_dataset("validation", micro_batch)
-
-  with strategy.scope():
-    model = model_lib.build_pretrainer(
-        info.vocab_size, data_kwargs["max_seq_length"],
-        data_kwargs["max_predictions_per_seq"])
-    lr_schedule = schedule_lib.learning_rate_schedule(total_steps)
-    opt = optimizer(learning_rate=lr_schedule)
-    if mixed_precision == "float16":
-      opt = tf_keras.mixed_precision.LossScaleOptimizer(opt)
-    step, consecutive_skips, skipped_total = (
-        step_lib.new_counter() for _ in range(3))
-    # Dropout draws from tf.random.Generators whose state tf_keras leaves out
-    # of checkpoints; saving them makes a resumed run continue each random
-    # stream instead of restarting it.
-    dropout_rng = checkpointing.dropout_generators(model)
-  if chief:  # What an export needs besides the weights (trainer/export.py).
-    _write_run_assets(model_dir, model.encoder_network, info.vocab_file)
-  # Set from a watcher thread on SIGTERM and read before every step; a plain
-  # host variable, outside the strategy, because each worker has its own.
-  stop_requested = tf.Variable(False, trainable=False)
-  variables = model_lib.trained_variables(model)
-  train_iter = iter(train_data)
-  # The chief's checkpoint holds its input position; other hosts keep theirs
-  # in model_dir/input_worker<i>, saved under the same checkpoint numbers.
-  worker = distribute.worker_index(strategy)
-  ckpt = tf.train.Checkpoint(model=model, optimizer=opt, step=step,
-                             dropout_rng=dropout_rng,
-                             consecutive_skips=consecutive_skips,
-                             skipped_steps=skipped_total)
-  if worker == 0:
-    ckpt.train_iterator = train_iter
-  input_ckpt = tf.train.Checkpoint(train_iterator=train_iter)
-  input_dir = os.path.join(model_dir, f"input_worker{worker}")
-  latest = checkpointing.newest_intact(
-      model_dir, warn=lambda line: print(line, flush=True))
-  if latest:
-    ckpt.restore(latest).expect_partial()
-    if worker > 0:
-      input_ckpt.restore(os.path.join(
-          input_dir, os.path.basename(latest))).expect_partial()
-    if chief:
-      checkpointing.point_to(model_dir, latest)  # Past damaged ones, if any.
-    print(f"resumed from {latest} at step {int(step.numpy())}", flush=True)
-  elif init_checkpoint:
-    path = (tf.train.latest_checkpoint(init_checkpoint)
-            if tf.io.gfile.isdir(init_checkpoint) else init_checkpoint)
-    if not path:
-      raise FileNotFoundError(f"train.init_checkpoint {init_checkpoint} "
-                              f"holds no checkpoint")
-    tf.train.Checkpoint(model=model).restore(path).expect_partial()
-    print(f"warm-started model weights from {path}", flush=True)
-  # Created only now, so that a run that fails to start leaves no trace.
-  if chief:  # Records after the restored step belong to work done again.
-    reporting.forget_after(model_dir, int(step.numpy()))
-  managers = [tf.train.CheckpointManager(ckpt, ckpt_dir,
-                                         max_to_keep=keep_checkpoints)]
-  if worker > 0:
-    managers.append(tf.train.CheckpointManager(
-        input_ckpt, input_dir, max_to_keep=keep_checkpoints))
-  manager = managers[0]
-  reporter = reporting.Reporter(model_dir, total_steps, chief)
-
-  counters = step_lib.Counters(step, consecutive_skips, skipped_total,
-                               stop_requested)
-  train_loop = step_lib.make_train_loop(
-      strategy, model, opt, variables, counters,
-      global_batch_size=global_batch_size,
-      grad_accumulation_steps=grad_accumulation_steps,
-      clip_global_norm=clip_global_norm, jit_compile=jit_compile,
-      trim_padding=trim_padding, parallel_parts=parallel_micro_batches,
-      max_consecutive_skips=max_consecutive_skips)
-  eval_loop = step_lib.make_eval_loop(strategy, model, trim_padding,
-                                      parallel_micro_batches)
-
-  def evaluate(at_step, report=True):
-    totals = eval_loop(iter(eval_data), tf.constant(eval_batches))
-    metrics = model_lib.summarize(
-        dict(zip(model_lib.METRIC_SUMS, totals.numpy())))
-    if report:
-      reporter.eval(at_step, metrics)
-    return metrics
-
-  # From here on SIGTERM means: stop after the current step and save (before,
-  # nothing has been trained yet, so it simply ends the process).
-  with preemption.stop_on_signal(lambda: stop_requested.assign(True)):
-    current = int(step.numpy())
-    parallel_note = (f", each as {parallel_micro_batches} parts computed "
-                     "at once" if parallel_micro_batches > 1 else "")
-    reporter.info(f"training {total_steps} steps of {global_batch_size} "
-                  f"examples on {replicas} replica(s), "
-                  f"{grad_accumulation_steps} micro-batch(es) per step"
-                  f"{parallel_note}; "
-                  f"{sum(int(np.prod(v.shape)) for v in variables):,} "
-                  f"parameters; vocab "
-                  f"{info.vocab_size}; starting at step {current}")
-    reporter.info(runtime.describe_precision(mixed_precision,
-                                             precision_reason))
-    metrics = None
-    wrote_config = False
-    while current < total_steps:
-      boundary = min(total_steps,
-                     (current // checkpoint_every_steps + 1) *
-                     checkpoint_every_steps,
-                     (current // eval_every_steps + 1) * eval_every_steps)
-      num_steps = min(steps_per_loop, boundary - current)
-      start = time.time()
-      totals, norm_sum, skipped, norms, stopped = train_loop(
-          train_iter, tf.constant(num_steps))
-      totals = totals.numpy()
-      seconds = time.time() - start
-      done = int(step.numpy()) - current
-      current += done
-      skipped = int(skipped)
-      loop_metrics = model_lib.summarize(
-          dict(zip(model_lib.METRIC_SUMS, totals)))
-      # Trust ratios describe the loop's last update; a loop of skipped
-      # steps has none (and LAMB's record of earlier ones is not saved).
-      norms = {k: v for k, v in norms.items()
-               if done > skipped or not k.startswith("trust_ratio_")}
-      if "noise_trace_sum" in norms:
-        noise = noise_scale.ratio(norms.pop("noise_trace_sum"),
-                                  norms.pop("noise_grad_sq_sum"))
-        if np.isfinite(noise):
-          norms["gradient_noise_scale"] = noise
-      loop_metrics.update(
-          learning_rate=float(lr_schedule(tf.maximum(opt.iterations - 1, 0))),
-          grad_norm=float(norm_sum) / max(done - skipped, 1),
-          skipped_steps=skipped,
-          skipped_steps_total=int(skipped_total.numpy()),
-          **{k: float(v) for k, v in norms.items()})
-      if not np.isfinite(loop_metrics["param_norm"]):
-        raise TrainingError(f"parameters became non-finite at step {current}")
-      reporter.train(current, loop_metrics, done, seconds,
-                     examples=done * global_batch_size)
-      if int(consecutive_skips.numpy()) >= max_consecutive_skips:
-        raise TrainingError(
-            f"{max_consecutive_skips} consecutive non-finite steps (steps "
-            f"{current - max_consecutive_skips + 1} to {current}); stopping "
-            f"at step {current}, the last good checkpoint is kept: "
-            f"{manager.latest_checkpoint or 'none was saved yet'}")
-      if chief and not wrote_config:
-        with tf.io.gfile.GFile(
-            os.path.join(model_dir, "operative_config.gin"), "w") as f:
-          f.write(gin.operative_config_str())
-        wrote_config = True
-      if current % eval_every_steps == 0 or current == total_steps:
-        metrics = evaluate(current)
-      stopped = bool(stopped) and current < total_steps
-      if (current % checkpoint_every_steps == 0 or current == total_steps or
-          stopped):
-        checkpointing.save(managers, current)
-      if stopped:
+  with runtime.training_settings(seed=seed, deterministic=deterministic,
+                                 precision=plan.precision):
+    prepared = data.prepare_dataset(data_dir, seed=seed, **dataset.identity())
+    eval_batches = _eval_batches(eval_examples,
+                                 prepared.num_examples["validation"],
+                                 plan.micro_batch)
+    train_data, eval_data = _datasets(
+        strategy, data_dir, dataset, seed=seed,
+        global_batch_size=global_batch_size, micro_batch=plan.micro_batch)
+    lr = learning_rate_schedule(total_steps)
+    state = _build_state(strategy, encoder, prepared, dataset, optimizer, lr,
+                         plan.precision, train_data)
+    current = _restore(state, strategy, model_dir, init_checkpoint)
+    managers = _start_files(state, strategy, model_dir, ckpt_dir,
+                            keep_checkpoints, prepared.vocab_file, current)
+    variables = model_lib.trained_variables(state.model)
+    # Set from a watcher thread on SIGTERM and read before every step; a
+    # plain host variable, outside the strategy, since each worker has its
+    # own.
+    stop_requested = tf.Variable(False, trainable=False)
+    train_loop = step_lib.make_train_loop(
+        strategy, state.model, state.optimizer, variables, state.counters,
+        stop_requested, global_batch_size=global_batch_size,
+        grad_accumulation_steps=grad_accumulation_steps,
+        clip_global_norm=clip_global_norm, jit_compile=jit_compile,
+        trim_padding=plan.trim_padding,
+        parallel_micro_batches=plan.parallel_micro_batches,
+        max_consecutive_skips=max_consecutive_skips,
+        gradient_hook=gradient_hook)
+    reporter = reporting.Reporter(model_dir, total_steps, chief)
+    evaluate = _evaluator(strategy, state.model, plan, eval_data,
+                          eval_batches, reporter)
+    # From here on SIGTERM means: stop after the current step and save
+    # (before, nothing has been trained yet, so it simply ends the process).
+    with preemption.stop_on_signal(lambda: stop_requested.assign(True)):
+      try:
+        reporter.info(_start_line(
+            total_steps, global_batch_size, strategy.num_replicas_in_sync,
+            grad_accumulation_steps, plan, variables, prepared.vocab_size,
+            current))
+        reporter.info(runtime.describe_precision(plan.precision,
+                                                 plan.precision_reason))
+        metrics = _run_loop(
+            state, train_loop, evaluate, reporter, managers, current=current,
+            total_steps=total_steps, global_batch_size=global_batch_size,
+            steps_per_loop=steps_per_loop,
+            checkpoint_every_steps=checkpoint_every_steps,
+            eval_every_steps=eval_every_steps,
+            max_consecutive_skips=max_consecutive_skips, learning_rate=lr,
+            after_first_loop=functools.partial(
+                _write_operative_config, model_dir,
+                operative_config if chief else None))
+      finally:
         reporter.close()
-        raise preemption.Preempted(
-            f"stopped on SIGTERM after step {current}/{total_steps}; saved "
-            f"{manager.latest_checkpoint}; run the same command to resume")
-  if metrics is None:  # Finished before this start, its eval logged then.
-    metrics = evaluate(current, report=False)
-  reporter.close()
+    if metrics is None:  # Finished before this start; logged then.
+      metrics = evaluate(current, report=False)
   return metrics
