@@ -1,6 +1,6 @@
 r"""Examples/s of the input pipeline alone, next to what the trainer consumes.
 
-  python scripts/bench_input.py --data_dir=~/bert_lamb_data \
+  python -m scripts.bench_input --data_dir=~/bert_lamb_data \
       [--trainer_model_dir=runs/bert_lamb | --trainer_examples_per_sec=N]
 
 Default config: that of configs/bert_lamb.gin (the embedded corpus, 128
@@ -14,26 +14,29 @@ metrics.jsonl: the median examples/s of its training loops after the first
 (which compiles). The input is not the bottleneck while it is well above
 that; the target is 5x, since the pipeline shares the CPU with training.
 Measured on 2 CPU cores while two trainings shared them: 2,277 examples/s,
-10x the 228 examples/s the trainer consumed alone (BERT-tiny, batch 64).
+8.8x the 258 examples/s the trainer consumes on the tiny benchmark (README,
+"Performance").
 """
 
 import json
 import os
 import statistics
-import sys
 import time
 
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import data  # pylint: disable=g-import-not-at-top,wrong-import-position
+import data
+from data import batching
+from data import defaults
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Data dir (default ~/bert_lamb_data).")
 flags.DEFINE_integer("batch_size", 64, "Global batch size.")
-flags.DEFINE_integer("max_seq_length", 128, "Tokens per example.")
-flags.DEFINE_integer("max_predictions_per_seq", 20, "Masked positions.")
+flags.DEFINE_integer("max_seq_length", defaults.MAX_SEQ_LENGTH,
+                     "Tokens per example.")
+flags.DEFINE_integer("max_predictions_per_seq",
+                     defaults.MAX_PREDICTIONS_PER_SEQ, "Masked positions.")
 flags.DEFINE_string("masking", "dynamic", "dynamic or static.")
 flags.DEFINE_integer("bucket_width", 8, "Length buckets (tokens); 0 for "
                      "full-length batches.")
@@ -67,10 +70,8 @@ def main(argv):
       data_dir=FLAGS.data_dir, global_batch_size=FLAGS.batch_size,
       max_seq_length=FLAGS.max_seq_length,
       max_predictions_per_seq=FLAGS.max_predictions_per_seq,
-      masking=FLAGS.masking, bucket_width=bucket_width).batch(1)
-  if bucket_width:
-    ds = ds.map(lambda b: data.trim_padding(b, multiple=bucket_width))
-  it = iter(ds)
+      masking=FLAGS.masking, bucket_width=bucket_width)
+  it = iter(batching.host_batches(ds, 1, cut=bool(bucket_width)))
   for _ in range(FLAGS.warmup_batches):
     next(it)
   batches, start = 0, time.perf_counter()

@@ -5,7 +5,7 @@ Trains the tiny config (`configs/tiny.gin` on tests/testdata/tiny_corpus.txt,
 again and again under faults, restarts each faulted run with the same command
 until it finishes, and compares the result with an uninterrupted reference:
 
-  python scripts/chaos.py --trials 25
+  python -m scripts.chaos --trials 25
 
 took 19.5 minutes on 2 shared CPU cores (two reference runs, then ~45 s a
 trial: 1-2 starts of `python -m trainer.main`, ~20 s of CPU each) and printed
@@ -35,9 +35,10 @@ The faults, taken in turn:
                 or flip a byte of its data, truncate its index, delete its
                 data, or garble the `checkpoint` pointer file); the restart
                 must say so in a line and resume from the newest intact one.
-  nonfinite     NaN gradients at steps 3 and 7 (through the test-only
-                TRAINER_INJECT_FAULTS hook) plus a SIGKILL; compared with a
-                reference run with the same NaN steps.
+  nonfinite     NaN gradients at steps 3 and 7 (the test entry point
+                `python -m tests.faulty_main --nonfinite_steps=3,7`) plus a
+                SIGKILL; compared with a reference run with the same NaN
+                steps.
 
 A trial "resumed exactly" when its final checkpoint (weights, m/v slots,
 iterations, dropout RNG, step) and every logged loss equal the reference's
@@ -47,7 +48,6 @@ Other failed checks (a wrong exit code, a damaged checkpoint not reported)
 are counted under "failed checks". Exits 1 on any loss or failed check.
 """
 
-import argparse
 import collections
 import json
 import os
@@ -60,15 +60,21 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-# pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np
+from absl import app
+from absl import flags
 import tensorflow as tf
 
 import data
 from trainer import checkpointing
-# pylint: enable=g-import-not-at-top,wrong-import-position
+
+flags.DEFINE_integer("trials", 20, "Faulted runs, the fault kinds in turn.")
+flags.DEFINE_integer("seed", 0, "Seeds the choice of fault moments.")
+flags.DEFINE_string("work_dir", None, "Where runs go (default: a temporary "
+                    "directory, removed at the end unless --keep).")
+flags.DEFINE_boolean("keep", False, "Keep the temporary work directory.")
+
+FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CORPUS = os.path.join(ROOT, "tests", "testdata", "tiny_corpus.txt")
 BINDINGS = [
@@ -81,28 +87,27 @@ BINDINGS = [
 KINDS = ("sigkill", "sigkill_save", "sigterm", "corrupt", "nonfinite")
 DAMAGE = ("truncate_data", "flip_data", "truncate_index", "delete_data",
           "garble_pointer")
-NONFINITE = "nonfinite_steps=3,7"
+NONFINITE = "3,7"  # tests.faulty_main --nonfinite_steps.
 STEPS = 12  # train.total_steps above.
 MAX_STARTS = 4
 
 
 class Run:
-  """One `python -m trainer.main` process, its output going to a log file."""
+  """One `python -m trainer.main` process (`tests.faulty_main` with
+  `faults`), its output going to a log file."""
 
   def __init__(self, model_dir, data_dir, log, faults=None):
-    env = dict(os.environ)
-    env.pop("TRAINER_INJECT_FAULTS", None)
-    if faults:
-      env["TRAINER_INJECT_FAULTS"] = faults
     self.log = log
     self.started = time.time()
+    entry = (["tests.faulty_main", f"--nonfinite_steps={faults}"] if faults
+             else ["trainer.main"])
     with open(log, "w") as out:
       self.proc = subprocess.Popen(
-          [sys.executable, "-m", "trainer.main",
+          [sys.executable, "-m", *entry,
            f"--gin_file={os.path.join(ROOT, 'configs', 'tiny.gin')}",
            f"--model_dir={model_dir}", f"--data_dir={data_dir}"] +
           [f"--gin_bindings={b}" for b in BINDINGS],
-          cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+          cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
   def wait_for(self, marker):
     """Seconds from the start until the log shows `marker` (None: ended)."""
@@ -147,14 +152,8 @@ class Run:
 
 def _checkpoint_steps(model_dir):
   """Steps of the checkpoints the pointer file lists (all, if unreadable)."""
-  try:
-    state = tf.train.get_checkpoint_state(model_dir)
-  except ValueError:  # An empty pointer file.
-    state = None
-  paths = (list(state.all_model_checkpoint_paths) if state else
-           [p[:-len(".index")] for p in tf.io.gfile.glob(
-               os.path.join(model_dir, "ckpt-*.index"))])
-  return {int(p.rsplit("-", 1)[1]): p for p in paths}
+  return {checkpointing.checkpoint_step(p): p
+          for p in checkpointing.candidates(model_dir)}
 
 
 def _damage(model_dir, how, rng):
@@ -182,15 +181,6 @@ def _damage(model_dir, how, rng):
   return step
 
 
-def _state(model_dir):
-  """Every tensor of the latest checkpoint but the iterator and counter."""
-  reader = tf.train.load_checkpoint(model_dir)
-  return {k: reader.get_tensor(k)
-          for k, dtype in reader.get_variable_to_dtype_map().items()
-          if dtype != tf.variant and not k.startswith(
-              ("save_counter", "_CHECKPOINTABLE"))}
-
-
 def _records(model_dir):
   with open(os.path.join(model_dir, "metrics.jsonl")) as f:
     return [{k: v for k, v in r.items()
@@ -200,9 +190,9 @@ def _records(model_dir):
 
 def _same(model_dir, reference):
   """Whether a finished run equals the reference bit for bit."""
-  a, b = _state(model_dir), _state(reference)
-  return (a.keys() == b.keys() and
-          all(np.array_equal(a[k], b[k]) for k in a) and
+  return (checkpointing.state_difference(
+      tf.train.latest_checkpoint(model_dir),
+      tf.train.latest_checkpoint(reference)) is None and
           _records(model_dir) == _records(reference))
 
 
@@ -252,7 +242,7 @@ def trial(kind, index, work, data_dir, references, rng):
       how = DAMAGE[index // len(KINDS) % len(DAMAGE)]
       damaged = _damage(model_dir, how, rng)
       note = how
-      if damaged and checkpointing.problem(
+      if damaged and checkpointing.damage(
           os.path.join(model_dir, f"ckpt-{damaged}")) is None:
         note += " (landed where no check can see it: harmless)"
         damaged, delivered = None, False
@@ -263,7 +253,7 @@ def trial(kind, index, work, data_dir, references, rng):
     # The newest listed checkpoint that TensorFlow's reader accepts in full.
     expected = max([expected] + [
         s for s, prefix in _checkpoint_steps(model_dir).items()
-        if s != damaged and checkpointing.problem(prefix) is None])
+        if s != damaged and checkpointing.damage(prefix) is None])
     run = Run(model_dir, data_dir, f"{model_dir}.{starts}.log", faults)
     code, out = run.wait()
     starts += 1
@@ -283,20 +273,13 @@ def trial(kind, index, work, data_dir, references, rng):
   return delivered, exact and not lost, lost, note, problems, starts
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--trials", type=int, default=20)
-  parser.add_argument("--seed", type=int, default=0,
-                      help="Seeds the choice of fault moments.")
-  parser.add_argument("--work_dir", default=None,
-                      help="Where runs go (default: a temporary directory, "
-                      "removed at the end unless --keep).")
-  parser.add_argument("--keep", action="store_true")
-  args = parser.parse_args()
-  if args.trials < 1:
-    parser.error("--trials must be >= 1")
-  rng = random.Random(args.seed)
-  work = args.work_dir or tempfile.mkdtemp(prefix="chaos_")
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if FLAGS.trials < 1:
+    raise app.UsageError("--trials must be >= 1")
+  rng = random.Random(FLAGS.seed)
+  work = FLAGS.work_dir or tempfile.mkdtemp(prefix="chaos_")
   os.makedirs(work, exist_ok=True)
   data_dir = os.path.join(work, "data")
   data.prepare_dataset(data_dir, corpus=CORPUS, vocab_size=512,
@@ -319,7 +302,7 @@ def main():
 
   rows = collections.defaultdict(collections.Counter)
   failures = []
-  for i in range(args.trials):
+  for i in range(FLAGS.trials):
     kind = KINDS[i % len(KINDS)]
     delivered, exact, lost, note, problems, starts = trial(
         kind, i, work, data_dir, references, rng)
@@ -349,10 +332,10 @@ def main():
         f"{total['exact']} | {total['lost']} | {total['failed']} |")
   for line in failures:
     print(line)
-  if not args.keep and not args.work_dir:
+  if not FLAGS.keep and not FLAGS.work_dir:
     shutil.rmtree(work, ignore_errors=True)
   return 1 if total["lost"] or total["failed"] else 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  app.run(main)
