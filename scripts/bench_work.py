@@ -8,7 +8,6 @@ process and `loop_rate` turns its loop records into examples/s.
 
 import os
 import subprocess
-import sys
 
 from data import defaults
 

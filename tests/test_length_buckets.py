@@ -6,6 +6,7 @@ import tensorflow as tf
 import tf_keras
 from official.nlp.modeling import networks
 
+from conftest import mirrored
 from conftest import run
 from conftest import TINY_CORPUS
 from conftest import weights
@@ -113,18 +114,19 @@ def _train(model_dir, data_dir, strategy, *bindings):
   return weights(model_dir)
 
 
+def _assert_close(a, b):
+  """Two runs' weights agree to float rounding."""
+  assert a.keys() == b.keys() and len(a) > 10
+  for k in a:
+    np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-5, err_msg=k)
+
+
 def test_bucketed_training_same_on_one_device_and_mirrored(data_dir,
                                                            tmp_path):
   one = _train(tmp_path / "one", data_dir,
                tf.distribute.OneDeviceStrategy("/cpu:0"))
-  two = _train(tmp_path / "two", data_dir,
-               tf.distribute.MirroredStrategy(
-                   ["/cpu:0", "/cpu:1"],
-                   cross_device_ops=tf.distribute.ReductionToOneDevice()))
-  assert one.keys() == two.keys() and len(one) > 10
-  for k in one:
-    np.testing.assert_allclose(one[k], two[k], rtol=1e-5, atol=1e-5,
-                               err_msg=k)
+  two = _train(tmp_path / "two", data_dir, mirrored())
+  _assert_close(one, two)
 
 
 def test_trimmed_micro_batches_train_as_the_padded_batch(data_dir, tmp_path):
@@ -134,10 +136,7 @@ def test_trimmed_micro_batches_train_as_the_padded_batch(data_dir, tmp_path):
   trimmed = _train(tmp_path / "trimmed", data_dir, one,
                    "dataset.bucket_width = None", "train.trim_padding = True",
                    "train.grad_accumulation_steps = 4")
-  assert padded.keys() == trimmed.keys() and len(padded) > 10
-  for k in padded:
-    np.testing.assert_allclose(padded[k], trimmed[k], rtol=1e-5, atol=1e-5,
-                               err_msg=k)
+  _assert_close(padded, trimmed)
 
 
 def test_bucketed_batches_accumulate_as_one_batch(data_dir, tmp_path):
@@ -147,10 +146,7 @@ def test_bucketed_batches_accumulate_as_one_batch(data_dir, tmp_path):
   whole = _train(tmp_path / "whole", data_dir, one)
   micro = _train(tmp_path / "micro", data_dir, one,
                  "train.grad_accumulation_steps = 4")
-  assert whole.keys() == micro.keys() and len(whole) > 10
-  for k in whole:
-    np.testing.assert_allclose(whole[k], micro[k], rtol=1e-5, atol=1e-5,
-                               err_msg=k)
+  _assert_close(whole, micro)
 
 
 @pytest.mark.parametrize("binding", ["train.jit_compile = True", None])

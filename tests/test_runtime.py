@@ -54,3 +54,19 @@ def test_cpu_flags_are_read(tmp_path):
   cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n")
   assert runtime.cpu_flags(str(cpuinfo)) == {"fpu", "avx2", "avx512_bf16"}
   assert runtime.cpu_flags(str(tmp_path / "missing")) == set()
+
+
+def test_training_settings_leave_nothing_behind():
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.framework import config as tf_config  # pylint: disable=g-import-not-at-top
+  before = (tf_config.is_op_determinism_enabled(),
+            tf_keras.backend.experimental.is_tf_random_generator_enabled(),
+            tf_keras.mixed_precision.global_policy().name)
+  with runtime.training_settings(seed=0, deterministic=True,
+                                 precision="bfloat16"):
+    assert tf_config.is_op_determinism_enabled()
+    assert tf_keras.backend.experimental.is_tf_random_generator_enabled()
+    assert tf_keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+  assert (tf_config.is_op_determinism_enabled(),
+          tf_keras.backend.experimental.is_tf_random_generator_enabled(),
+          tf_keras.mixed_precision.global_policy().name) == before

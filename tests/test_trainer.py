@@ -18,10 +18,11 @@ from conftest import cli_args
 from conftest import free_port
 from conftest import losses
 from conftest import mirrored
-from conftest import parse
 from conftest import ROOT
 from conftest import run
+from conftest import TINY_CORPUS
 from conftest import TINY_DATA
+import data
 from trainer import configurables
 from trainer import runtime
 from trainer import schedule as schedule_lib
@@ -82,6 +83,20 @@ def test_a_model_builds_without_gin():
         networks.BertEncoderV2(vocab_size=128, num_layers=1, hidden_size=32,
                                num_attention_heads=2, inner_dim=64,
                                max_sequence_length=16), 32, 5)
+
+
+def test_dupe_factor_names_the_dataset(tmp_path):
+  # `python -m data.prepare --dupe_factor=2` builds a dataset of its own
+  # name; `dataset.dupe_factor = 2` trains on it.
+  data_dir = str(tmp_path / "data")
+  data.prepare_dataset(data_dir, corpus=TINY_CORPUS, vocab_size=512,
+                       max_seq_length=32, dupe_factor=2, progress=False)
+  run(tmp_path / "run", data_dir, "dataset.dupe_factor = 2",
+      "train.total_steps = 2", "train.steps_per_loop = 2")
+  assert losses(tmp_path / "run")
+  # It trained on that dataset, without building the default one.
+  built = os.listdir(os.path.join(data_dir, "bert_pretraining"))
+  assert len(built) == 1 and built[0].endswith("-d2"), built
 
 
 def test_loss_drops(data_dir, tmp_path):

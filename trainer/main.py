@@ -83,7 +83,11 @@ def main(argv, gradient_hook=None):
 
 def parse_config():
   """Parses --gin_file and --gin_bindings, then resolves and binds
-  `train.parallel_micro_batches` (recorded in operative_config.gin)."""
+  `train.parallel_micro_batches` (recorded in operative_config.gin).
+
+  Returns:
+    (parts, why): the resolved value and the reason for it.
+  """
   import gin  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from trainer import configurables  # pylint: disable=g-import-not-at-top
@@ -94,12 +98,12 @@ def parse_config():
   gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_bindings,
                                       finalize_config=False)
   accelerator = bool(FLAGS.tpu or tf.config.list_physical_devices("GPU"))
-  parts, _ = runtime.resolve_parallel_micro_batches(
+  parts, reason = runtime.resolve_parallel_micro_batches(
       configurables.bound_value("train.parallel_micro_batches"),
       accelerator=accelerator, local_replicas=FLAGS.cpu_replicas)
   gin.bind_parameter("train.parallel_micro_batches", parts)
   gin.finalize()
-  return parts
+  return parts, reason
 
 
 def run(gradient_hook=None):
@@ -110,7 +114,7 @@ def run(gradient_hook=None):
   for path in FLAGS.gin_file:  # Checked before the slow TensorFlow import.
     if "://" not in path and not os.path.exists(path):
       raise FileNotFoundError(f"gin file {path} does not exist")
-  parts = parse_config()
+  parts, parts_reason = parse_config()
   import gin  # pylint: disable=g-import-not-at-top
   from trainer import configurables  # pylint: disable=g-import-not-at-top
   from trainer import distribute  # pylint: disable=g-import-not-at-top
@@ -124,7 +128,8 @@ def run(gradient_hook=None):
   model_dir = FLAGS.model_dir or os.path.join(
       "runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
   print(f"model_dir: {model_dir}\n--- gin config ---\n{gin.config_str()}"
-        f"------------------", flush=True)
+        f"------------------\ntrain.parallel_micro_batches = {parts} "
+        f"({parts_reason})", flush=True)
   try:
     metrics = configurables.train(model_dir=model_dir,
                                   data_dir=FLAGS.data_dir, strategy=strategy,
