@@ -427,6 +427,15 @@ def main(argv):
   mode = "quick" if FLAGS.quick else "full" if FLAGS.full else "default"
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   logging.set_verbosity(logging.WARNING)
+  # The process-wide settings `trainer.main` makes before TensorFlow starts:
+  # malloc arenas and the op threads of the automatic
+  # train.parallel_micro_batches (no config of the study sets it), one
+  # device.
+  from trainer import allocator  # pylint: disable=g-import-not-at-top
+  from trainer import runtime  # pylint: disable=g-import-not-at-top
+  allocator.limit_arenas()
+  runtime.set_cpu_threads(runtime.resolve_parallel_micro_batches(
+      None, accelerator=False, local_replicas=1)[0])
   start = time.time()
   absolute = lambda p: p and os.path.abspath(os.path.expanduser(p))
   out_dir = absolute(FLAGS.out_dir)
