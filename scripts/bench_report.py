@@ -12,6 +12,22 @@ def gb(value):
   return f"{value / 2**30:.2f} GiB"
 
 
+def settings_line(batch_size, data_cfg, steps_of, steps_per_loop, repeats, *,
+                  bucket_width, micro_batches, parts, eval_batches, quick):
+  """The report's "Settings:" line: the work and how ours ran."""
+  return (
+      f"batch {batch_size}, sequence {data_cfg['max_seq_length']}, "
+      f"{data_cfg['max_predictions_per_seq']} predictions, "
+      + ", ".join(f"{s}: {n} steps" for s, n in steps_of.items())
+      + f", {steps_per_loop} steps per loop, {repeats} run(s) each, "
+      + (f"ours with length buckets of {bucket_width}, "
+         if bucket_width else "")
+      + (f"ours in {micro_batches} length-sorted micro-batches, "
+         if micro_batches > 1 else "")
+      + (f"each in {parts} parts computed at once, " if parts > 1 else "")
+      + f"{eval_batches} eval batches" + (" (--quick)" if quick else ""))
+
+
 def report(results, machine, settings):
   """The results as a markdown table with a line per model size."""
   lines = [f"Machine: {machine}", f"Settings: {settings}", "",

@@ -188,8 +188,7 @@ def main(argv):
     checked = check_same_examples(FLAGS.data_dir, data_cfg, batch_size,
                                   paths["train"])
     print(f"data: {prepared.num_examples['train']} train examples exported; "
-          "our "
-          f"first {checked} training examples are found verbatim in the "
+          f"our first {checked} training examples are found verbatim in the "
           "export", flush=True)
     eval_batches = min(FLAGS.eval_batches,
                        prepared.num_examples["validation"] // batch_size)
@@ -228,21 +227,14 @@ def main(argv):
         for who, result in done.items():
           runs[who].append(result)
           print(f"{size} {who} run {i + 1}/{repeats}: {result['rate']:.1f} "
-                f"examples/s, peak RSS {bench_report.gb(result['rss'])}, eval MLM "
-                f"accuracy {result['mlm_accuracy']:.4f}", flush=True)
-    parts = max(r["parts"] for size_runs in results.values()
-                for r in size_runs["ours"])
-    settings = (
-        f"batch {batch_size}, sequence {data_cfg['max_seq_length']}, "
-        f"{data_cfg['max_predictions_per_seq']} predictions, "
-        + ", ".join(f"{s}: {steps_of[s]} steps" for s in sizes)
-        + f", {steps_per_loop} steps per loop, {repeats} run(s) each, "
-        + (f"ours with length buckets of {FLAGS.bucket_width}, "
-           if FLAGS.bucket_width else "")
-        + (f"ours in {FLAGS.micro_batches} length-sorted micro-batches, "
-           if FLAGS.micro_batches > 1 else "")
-        + (f"each in {parts} parts computed at once, " if parts > 1 else "")
-        + f"{eval_batches} eval batches" + (" (--quick)" if quick else ""))
+                f"examples/s, peak RSS {bench_report.gb(result['rss'])}, "
+                f"eval MLM accuracy {result['mlm_accuracy']:.4f}", flush=True)
+    settings = bench_report.settings_line(
+        batch_size, data_cfg, steps_of, steps_per_loop, repeats,
+        bucket_width=FLAGS.bucket_width, micro_batches=FLAGS.micro_batches,
+        parts=max(r["parts"] for size_runs in results.values()
+                  for r in size_runs["ours"]),
+        eval_batches=eval_batches, quick=quick)
     text = bench_report.report(results, bench_report.machine_description(),
                                settings)
     print(text + f"\n(total {time.time() - start:.0f} s)")
