@@ -112,8 +112,8 @@ Command: `python -m scripts.finetune_study --pretrained_run=...`
 ({len(rows)} runs, {wall_seconds / 60:.1f} minutes in all on
 {platform.machine()} with {os.cpu_count()} cores; {_cpu_note()}).
 
-Task: {TASK} (3 classes, 33,468 training tweets, 3,729 eval; the majority
-class is 43.9% of eval). Settings: configs/finetune.gin (AdamW, peak lr 1e-4,
+Task: {TASK} (3 classes, 33,468 training tweets, 3,729 eval; the
+majority class is 43.9% of eval). Settings: configs/finetune.gin (AdamW, peak lr 1e-4,
 1,500 steps of 32, sequence 64, dropout 0.1), the same for both inits.
 
 Encoder (the export's README):
