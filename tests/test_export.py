@@ -1,6 +1,6 @@
 """trainer/export.py: what TensorFlow's own loaders make of an export.
 
-A tiny pretraining run is trained once through the trainer's command line.
+A tiny pretraining run is trained once, in-process.
 The reference is the run's checkpoint restored into the Model Garden's
 `BertPretrainerV2` (masked-LM head included, every object matched), not the
 exporter's own restore. Each loader is one the ecosystem uses: TF Hub's
@@ -25,6 +25,7 @@ from official.nlp.modeling import models
 from official.nlp.modeling import networks
 from official.nlp.tasks import sentence_prediction
 
+import conftest
 from data import vocab as vocab_lib
 from trainer import export as export_lib
 
@@ -34,17 +35,10 @@ SEQ = 32
 
 
 def train_tiny_run(data_dir, model_dir, steps=4):
-  """A real pretraining run of configs/tiny.gin, through the command line."""
-  bindings = [f'dataset.corpus = "{TINY_CORPUS}"',
-              f"train.total_steps = {steps}", "train.steps_per_loop = 4",
-              "train.checkpoint_every_steps = 4",
-              f"train.eval_every_steps = {steps}"]
-  cmd = [sys.executable, "-m", "trainer.main", "--gin_file=configs/tiny.gin",
-         f"--data_dir={data_dir}", f"--model_dir={model_dir}"]
-  cmd += [f"--gin_bindings={b}" for b in bindings]
-  done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                        timeout=600, check=False)
-  assert done.returncode == 0, done.stderr[-2000:]
+  """A real pretraining run of configs/tiny.gin, in-process."""
+  conftest.run(model_dir, data_dir, f"train.total_steps = {steps}",
+               "train.steps_per_loop = 4", "train.checkpoint_every_steps = 4",
+               f"train.eval_every_steps = {steps}")
   return model_dir
 
 
