@@ -1,6 +1,6 @@
 r"""Does pretraining help? Fine-tunes a run's encoder and a random-init twin.
 
-  python -m scripts.finetune_study --pretrained_run=/tmp/exp/final_run
+  python -m scripts.finetune_study --pretrained_run=runs/bert_lamb
 
 Exports --pretrained_run (trainer.export), then fine-tunes on the offline
 task (tweet_sentiment, configs/finetune.gin) (a) the exported encoder and
@@ -23,7 +23,7 @@ import time
 from absl import app
 from absl import flags
 
-flags.DEFINE_string("pretrained_run", "/tmp/exp/final_run", "A pretraining "
+flags.DEFINE_string("pretrained_run", None, "Required: a pretraining "
                     "run's model_dir (checkpoints, encoder_config.json, "
                     "vocab.txt).")
 flags.DEFINE_string("work_dir", "/tmp/finetune_study", "Where the export "
@@ -163,4 +163,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  flags.mark_flag_as_required("pretrained_run")
   app.run(main)

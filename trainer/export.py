@@ -63,6 +63,7 @@ import tf_keras
 
 from data import vocab as vocab_lib
 from trainer import checkpointing
+from trainer import cli
 
 
 def define_flags(fv=flags.FLAGS):
@@ -371,21 +372,16 @@ def main(argv, fv=flags.FLAGS):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not fv.verbose:
     logging.set_verbosity(logging.WARNING)
-  try:
+
+  def command():
     if not fv.model_dir or not fv.export_dir:
       raise ExportError("give --model_dir=RUN and --export_dir=OUT")
     info = export(fv.model_dir, fv.export_dir, fv.checkpoint,
                   fv.max_seq_length)
-  except Exception as e:  # pylint: disable=broad-except
-    if fv.verbose:
-      raise
-    lines = str(e).strip().splitlines()
-    print(f"error: {type(e).__name__}: {lines[0] if lines else ''}",
-          file=sys.stderr)
-    return 1
-  print(f"exported {info['checkpoint']} (step {info['step']}) to "
-        f"{fv.export_dir}")
-  return 0
+    print(f"exported {info['checkpoint']} (step {info['step']}) to "
+          f"{fv.export_dir}")
+
+  return cli.run_command(command, verbose=fv.verbose)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ from absl import flags
 from absl import logging
 import gin
 
+from trainer import cli
+
 
 def define_flags(fv=flags.FLAGS):
   """Defines the command's flags in `fv` (tests pass their own)."""
@@ -456,18 +458,7 @@ def main(argv, fv=flags.FLAGS):
   if not fv.verbose:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.set_verbosity(logging.WARNING)
-  try:
-    return run(fv)
-  except KeyboardInterrupt:
-    print("interrupted", file=sys.stderr)
-    return 130
-  except Exception as e:  # pylint: disable=broad-except
-    if fv.verbose:
-      raise
-    lines = str(e).strip().splitlines()
-    print(f"error: {type(e).__name__}: {lines[0] if lines else ''}",
-          file=sys.stderr)
-    return 1
+  return cli.run_command(lambda: run(fv), verbose=fv.verbose)
 
 
 def run(fv):

@@ -16,14 +16,13 @@ was in (run the same command to resume); 130 interrupted.
 
 import datetime
 import os
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 
 from trainer import allocator
-from trainer import preemption
+from trainer import cli
 
 flags.DEFINE_multi_string("gin_file", [], "Gin files; later ones override "
                           "earlier ones.")
@@ -65,20 +64,7 @@ def main(argv, gradient_hook=None):
     logging.set_verbosity(logging.WARNING)
   # Before TensorFlow starts its threads (see trainer/allocator.py).
   allocator.limit_arenas()
-  try:
-    return run(gradient_hook)
-  except preemption.Preempted as e:
-    print(e, flush=True)
-    return preemption.EXIT_CODE
-  except KeyboardInterrupt:
-    print("interrupted", file=sys.stderr)
-    return 130
-  except Exception as e:  # pylint: disable=broad-except
-    if FLAGS.verbose:
-      raise
-    message = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    print(f"error: {type(e).__name__}: {message}", file=sys.stderr)
-    return 1
+  return cli.run_command(lambda: run(gradient_hook), verbose=FLAGS.verbose)
 
 
 def parse_config():
