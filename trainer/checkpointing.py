@@ -72,9 +72,6 @@ def damage(prefix):
   return None
 
 
-problem = damage  # The former name, which trainer/export.py still uses.
-
-
 def newest_intact(model_dir, warn):
   """Returns the newest checkpoint in `model_dir` that reads back in full.
 
