@@ -139,3 +139,20 @@ def cli(*args, env=None, timeout=300, module="trainer.main"):
       [sys.executable, "-m", module, *args], cwd=ROOT, env={
           **os.environ, **(env or {})}, capture_output=True, text=True,
       timeout=timeout)
+
+
+def cli_many(arg_lists, timeout=300, module="trainer.main"):
+  """Runs `python -m module args` for every args list, all at once.
+
+  For checks of many short commands (most of each is TensorFlow's start-up):
+  their start-ups overlap. Returns CompletedProcess-like results in order.
+  """
+  procs = [subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True) for args in arg_lists]
+  results = []
+  for args, proc in zip(arg_lists, procs):
+    stdout, stderr = proc.communicate(timeout=timeout)
+    results.append(subprocess.CompletedProcess(args, proc.returncode, stdout,
+                                               stderr))
+  return results

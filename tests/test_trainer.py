@@ -15,6 +15,7 @@ import tf_keras
 from conftest import assert_same
 from conftest import cli
 from conftest import cli_args
+from conftest import cli_many
 from conftest import free_port
 from conftest import losses
 from conftest import mirrored
@@ -243,7 +244,7 @@ def test_bad_config_is_named(bindings, message, data_dir, tmp_path):
 def test_cli_errors_are_one_line(data_dir, tmp_path):
   bad = tmp_path / "bad.gin"
   bad.write_text("train.total_steps = = 3\n")
-  for args, message in [
+  cases = [
       (cli_args(tmp_path, data_dir, "train.total_steps = -5"), "total_steps"),
       (["--gin_file=" + str(bad)], "bad.gin"),
       (["--gin_file=configs/nope.gin"], "nope.gin"),
@@ -253,8 +254,8 @@ def test_cli_errors_are_one_line(data_dir, tmp_path):
        "parallel_micro_batches"),
       (["--gin_file=configs/tiny.gin", "--tpu=grpc://127.0.0.1:1",
         "--tpu_timeout=3"], "cannot reach TPU"),
-  ]:
-    result = cli(*args)
+  ]
+  for (args, message), result in zip(cases, cli_many([a for a, _ in cases])):
     assert result.returncode == 1, (args, result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
     errors = [l for l in result.stderr.splitlines() if message in l]
