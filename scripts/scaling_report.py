@@ -25,6 +25,8 @@ PLOTS = ("mlm_accuracy_vs_batch.png", "eval_mlm_loss_vs_examples.png",
          "noise_scale_vs_step.png", "two_phase_vs_single.png")
 # LAMB's best at 16 x B0 over its best at B0: the paper's claim as a target.
 TARGET_RETENTION = 0.95
+# B0's run must end well past the MLM plateau (predicting frequent tokens).
+PAST_PLATEAU = 0.30
 
 # You et al. (arXiv:1904.00962), Table 1: BERT-large with LAMB, SQuAD v1.1
 # dev F1 after pretraining for the same number of epochs at each batch size
@@ -81,6 +83,10 @@ def retention(best: Dict, optimizer: str, k: int) -> Optional[float]:
     return None
   return (best[(optimizer, k)]["eval_mlm_accuracy"] /
           best[(optimizer, 1)]["eval_mlm_accuracy"])
+
+
+def _batches(rows):
+  return sorted({r["global_batch"] for r in rows if r["study"] == "scaling"})
 
 
 def machine() -> str:
@@ -178,10 +184,22 @@ def _markdown(rows, downstream, settings, recipe, command, total,
               f"x B0 keeps at least {TARGET_RETENTION:.0%} of its best at B0 "
               f"and AdamW's keeps less. Measured: LAMB {lamb:.1%}, AdamW "
               f"{adamw:.1%}: {'met' if met else 'not met'}."]
+  if ("LAMB", 1) in best:
+    lines += ["", f"B0's best LAMB run ends at eval MLM accuracy "
+              f"{best[('LAMB', 1)]['eval_mlm_accuracy']:.3f} (the study "
+              f"wants at least {PAST_PLATEAU:.2f}, well past the plateau of "
+              "predicting frequent tokens)."]
   lines += ["", "## Gradient noise scale against batch", "",
             "Batches below the noise scale are in the regime where k x the "
-            "batch buys about 1/k of the steps; above it, less.", "",
-            "| optimizer | batch | noise scale (best lr) | batch / noise "
+            "batch buys about 1/k of the steps; above it, less.", ""]
+  noise = best.get(("LAMB", 1), {}).get("noise_scale_median")
+  if noise:
+    below = [b for b in _batches(rows) if b < noise]
+    above = [b for b in _batches(rows) if b >= noise]
+    lines += [f"The B0 LAMB run's noise scale: {noise:.0f} examples; "
+              f"batches below it: {', '.join(map(str, below)) or 'none'}; "
+              f"at or above it: {', '.join(map(str, above)) or 'none'}.", ""]
+  lines += ["| optimizer | batch | noise scale (best lr) | batch / noise "
             "scale |", "|---|---:|---:|---:|"]
   for key in sorted(best):
     r = best[key]

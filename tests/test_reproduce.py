@@ -106,18 +106,23 @@ def test_run_jobs_dependencies_failures_and_resume(tmp_path):
   jobs = [_job("a", "pass", log=log),
           _job("b", "raise SystemExit(3)", ["a"], log=log),
           _job("c", "pass", ["b"], log=log),
-          _job("d", "pass", ["a"], log=log)]
+          _job("d", "pass", ["a"], log=log),
+          _job("e", "pass", ["b", "d"], log=log),  # Starts once one did.
+          _job("f", "pass", ["b", "c"], log=log),  # Neither will.
+          _job("g", "pass", ["no_such_job"], log=log)]
+  jobs[4].any_need = jobs[5].any_need = True
   status = reproduce.run_jobs(jobs, runs_dir, parallel=2, poll_seconds=0.05)
-  assert status == {"a": "done", "b": "failed", "c": "blocked", "d": "done"}
+  assert status == {"a": "done", "b": "failed", "c": "blocked", "d": "done",
+                    "e": "done", "f": "blocked", "g": "blocked"}
   with open(log) as f:
-    assert sorted(f.read().split()) == ["a", "b", "d"]
+    assert sorted(f.read().split()) == ["a", "b", "d", "e"]
   assert scaling_report.read_result(runs_dir, "a")["name"] == "a"
   assert scaling_report.read_result(runs_dir, "b") is None
   # Again: the finished jobs are skipped, the failed one is tried again.
   status = reproduce.run_jobs(jobs, runs_dir, parallel=2, poll_seconds=0.05)
   assert status["a"] == "done" and status["b"] == "failed"
   with open(log) as f:
-    assert sorted(f.read().split()) == ["a", "b", "b", "d"]
+    assert sorted(f.read().split()) == ["a", "b", "b", "d", "e"]
 
 
 @pytest.fixture(scope="module")
