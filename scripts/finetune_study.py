@@ -41,7 +41,7 @@ CONFIG = os.path.join(ROOT, "configs", "finetune.gin")
 TASK = "tweet_sentiment"
 
 
-def _final_eval(model_dir):
+def final_eval(model_dir):
   """The last eval record of a finished run, or None."""
   path = os.path.join(model_dir, "metrics.jsonl")
   if not os.path.exists(path):
@@ -75,7 +75,7 @@ def run_study(pretrained_run, work_dir, seeds, bindings):
         finetune_lib.configured_finetune(model_dir, export_dir, TASK)
         with open(seconds_path, "w") as f:
           f.write(f"{time.time() - start:.1f}\n")
-      record = _final_eval(model_dir)
+      record = final_eval(model_dir)
       total_steps = max(json.loads(line)["step"]
                         for line in open(os.path.join(model_dir,
                                                       "metrics.jsonl")))
@@ -110,7 +110,7 @@ def write_results(rows, export_dir, results_dir, wall_seconds):
 
 Command: `python -m scripts.finetune_study --pretrained_run=...`
 ({len(rows)} runs, {wall_seconds / 60:.1f} minutes in all on
-{platform.machine()} with {os.cpu_count()} cores; {_cpu_note()}).
+{platform.machine()} with {os.cpu_count()} cores; {cpu_note()}).
 
 Task: {TASK} (3 classes, 33,468 training tweets, 3,729 eval; the
 majority class is 43.9% of eval). Settings: configs/finetune.gin (AdamW, peak lr 1e-4,
@@ -138,7 +138,7 @@ Per run: results/finetune.csv.
   return text
 
 
-def _cpu_note():
+def cpu_note():
   flags_line = ""
   try:
     with open("/proc/cpuinfo") as f:

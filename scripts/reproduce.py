@@ -1,454 +1,600 @@
 r"""The LAMB paper's claims at reduced scale: batch scaling and the two phases.
 
-  python -m scripts.reproduce                   # default study, results/
+  python -m scripts.reproduce                   # the study, results/
   python -m scripts.reproduce --quick --out_dir=/tmp/quick
-  python -m scripts.reproduce --full --out_dir=results/full
 
 You et al., "Large Batch Optimization for Deep Learning: Training BERT in 76
 Minutes" (arXiv:1904.00962), claim that LAMB keeps BERT's accuracy as the
-batch grows (512 to 32K, then 64K/32K in a two-phase, mixed-sequence-length
-recipe of 8,599 steps) with proportionally fewer steps, while AdamW falls
-behind at large batches. This script runs both experiments on a small BERT:
+batch grows (512 to 32K) in proportionally fewer steps, while AdamW falls
+behind, and that a two-phase, mixed-sequence-length recipe saves time. This
+script runs both experiments on a small BERT (configs/reduced/):
 
-1. Batch scaling (configs/reduced/scaling.gin): the same model trained on
-   the same number of examples at batch B0, 4 x B0 and 16 x B0, with LAMB and
-   with AdamW, each under the paper's rules: k x B0 takes 1/k of the steps, a
-   sqrt(k) x higher peak learning rate and the same warmup fraction. The k x
-   B0 batch is k micro-batches of B0 summed by gradient accumulation.
-2. Two phases (configs/reduced/phase2.gin): the 16 x B0 LAMB run at sequence
-   64 is phase 1; phase 2 trains at sequence 256 and half the batch,
-   warm-started from phase 1's weights with a fresh optimizer and warmup.
+1. Batch scaling (scaling.gin): LAMB and AdamW at k x B0 for k = 1, 4, 16
+   on the same examples: k x the batch in 1/k of the steps, the warmup the
+   same fraction of the steps, and peak learning rates of x0.5, x1 and x2
+   the paper's rule, base x sqrt(k). A batch of k x B0 is k micro-batches of
+   B0 summed by gradient accumulation. Every run logs the gradient noise
+   scale (trainer/noise_scale.py), which places the batches.
+2. Two phases (two_phase_1.gin, two_phase_2.gin, long.gin): LAMB at B0,
+   90% of the examples at a short sequence then the rest at 4 x it,
+   warm-started with a fresh optimizer, against the long sequence
+   throughout on the same examples.
+3. Downstream: the B0 and 16 x B0 LAMB encoders (best learning rate of
+   each) and the two-phase one, exported and fine-tuned on the offline task
+   (configs/finetune.gin, tweet_sentiment) with seeds 0, 1, 2.
 
-Every run evaluates on the held-out split and writes its own model_dir under
---runs_dir; a finished run leaves `result.json` there and is not trained
-again, and an interrupted one resumes from its last checkpoint, so running
-the same command again completes a study. Outputs in --out_dir: scaling.csv,
-scaling.md and three plots (eval MLM loss vs examples seen, final MLM
-accuracy vs batch size, the two-phase loss curve).
+Every run is a subprocess (`python -m trainer.main`, `trainer.export`,
+`trainer.finetune`) with its own directory under --runs_dir and its output
+in DIR.log; --parallel of them run at once, each pinned to a core of its
+own when there are several (two single-thread runs on one core each train
+faster together than one run on both cores). A run is finished when its
+DIR/result.json exists; it is not run again, and an interrupted one resumes
+from its checkpoints, so running the same command again completes a study.
+Outputs in --out_dir, written from the finished runs now and then and at the
+end (marked partial until every run has finished): scaling.csv (a row per
+pretraining run), scaling_downstream.csv (a row per fine-tune), scaling.md
+and four plots (scripts/scaling_report.py).
 
-Expected: the default study took 46 minutes of training (7 runs) on a
-2-core CPU shared with other jobs (load average 8 to 10), plus a one-time
-build of the embedded corpus's dataset at sequence 64 and 256 (about 4 and
-1 minutes). It ends with held-out MLM accuracy 0.136 / 0.113 / 0.079 for
-LAMB and 0.159 / 0.114 / 0.072 for AdamW at B0 / 4 x B0 / 16 x B0 (0.072 is
-the unigram plateau), and 0.081 after phase 2; see results/scaling.md.
---quick (tiny model and corpus, a few steps; about 100 s of CPU) exercises
-the whole path and its numbers mean nothing. --full adds 64 x B0 and a
-learning-rate sweep (x0.5, x1, x2 of the rule's value) at every batch size for
-both optimizers: 25 runs, roughly 3 hours.
+--quick (tiny model and corpus, a few steps, fewer runs, one fine-tune of a
+few steps) exercises every path; its numbers mean nothing. Measured on a
+2-core Xeon with avx512_bf16 shared with other jobs (load average 7 to 8):
+12.3 minutes of wall time and 5.4 minutes of user CPU time for its 11
+subprocesses.
 """
 
-import csv
 import dataclasses
 import json
 import math
 import os
+import shutil
+import statistics
+import subprocess
+import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
-from absl import logging
+
+from scripts import scaling_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 flags.DEFINE_string("out_dir", os.path.join(ROOT, "results"),
                     "Where scaling.csv, scaling.md and the plots go.")
-flags.DEFINE_string("runs_dir", None, "One model_dir per run under here "
-                    "(default: runs/reproduce/<default|quick|full>).")
+flags.DEFINE_string("runs_dir", None, "One directory per run under here "
+                    "(default: runs/reproduce/<default|quick>).")
 flags.DEFINE_string("data_dir", None, "Where the datasets are built once and "
                     "read (default ~/bert_lamb_data, as the trainer's).")
 flags.DEFINE_boolean("quick", False, "Tiny model, tiny corpus, a few steps: "
-                     "checks the whole path in a couple of minutes.")
-flags.DEFINE_boolean("full", False, "Adds 64 x B0 and a learning-rate sweep "
-                     "at every batch size: hours.")
+                     "checks the whole path in a few minutes.")
+flags.DEFINE_integer("parallel", None, "Runs at once (default: the usable "
+                     "cores, each run pinned to one).")
 
 FLAGS = flags.FLAGS
 
-# The study's design; what is trained is in the gin files.
-MULTIPLIERS = (1, 4, 16)
-FULL_MULTIPLIERS = (1, 4, 16, 64)
-FULL_LR_FACTORS = (0.5, 1.0, 2.0)
-# Evaluations (and checkpoints) and logged training loops per run: the points
-# of the loss curves. --quick makes few, its runs being mostly overhead.
+OPTIMIZERS = scaling_report.OPTIMIZERS
+# Evaluations (and checkpoints) and logged loops per run: the points of the
+# loss and noise-scale curves.
 EVAL_POINTS = 8
-LOG_POINTS = 20
-QUICK_POINTS = 2
-OPTIMIZERS = ("LAMB", "AdamW")
-
-CSV_COLUMNS = ("study", "run", "optimizer", "seq_length", "global_batch",
-               "batch_multiplier", "grad_accumulation", "steps", "examples",
-               "peak_lr", "lr_factor", "warmup_steps", "eval_mlm_accuracy",
-               "eval_mlm_loss", "eval_nsp_accuracy", "eval_loss",
-               "wall_seconds")
-
-# You et al. (arXiv:1904.00962), Table 1: BERT-large with LAMB, SQuAD v1.1
-# dev F1 after pretraining for the same number of epochs at each batch size
-# (the baseline, Devlin et al. with AdamW at batch 512: 1M steps, F1 90.395).
-PAPER_LAMB = ((512, 1000000, 91.752), (1024, 500000, 91.761),
-              (2048, 250000, 91.946), (4096, 125000, 91.137),
-              (8192, 62500, 91.263), (16384, 31250, 91.345),
-              (32768, 15625, 91.475), ("64K/32K", 8599, 90.584))
+LOG_POINTS = 40
+# Phase 1's share of the two-phase study's examples (the paper: 9/10).
+PHASE1_FRACTION = 0.9
+# Fine-tuning: the encoders, the seeds and the steps. Nine runs of
+# configs/finetune.gin's 1,500 steps of 32 are cut to 500 (16,000 of the
+# 33,468 training tweets) to keep the study short; every encoder gets the
+# same steps.
+DOWNSTREAM_ENCODERS = ("lamb_b0", "lamb_16b0", "two_phase")
+FINETUNE_SEEDS = (0, 1, 2)
+FINETUNE_STEPS = 500
+FINETUNE_CONFIG = "configs/finetune.gin"
+# Outputs are rewritten from the finished runs at most this often.
+SUMMARY_EVERY_S = 300
 
 
-@dataclasses.dataclass
-class Run:
-  """One training run of the study.
+@dataclasses.dataclass(frozen=True)
+class Mode:
+  """What a study runs, beyond its gin files."""
+  config_dir: str
+  multipliers: Tuple[int, ...]
+  lr_factors: Tuple[float, ...]
+  encoders: Tuple[str, ...]
+  seeds: Tuple[int, ...]
+  finetune_steps: int
+  eval_points: int
+  log_points: int
+
+
+MODES = {
+    "default": Mode("configs/reduced", (1, 4, 16), (0.5, 1.0, 2.0),
+                    DOWNSTREAM_ENCODERS, FINETUNE_SEEDS, FINETUNE_STEPS,
+                    EVAL_POINTS, LOG_POINTS),
+    # The fewest runs that still take every path: two batches, one learning
+    # rate, one fine-tune.
+    "quick": Mode("configs/reduced/quick", (1, 4), (1.0,), ("lamb_b0",),
+                  (0,), 4, 2, 4),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """What the script reads from one gin file.
 
   Attributes:
-    name: its model_dir's name under the runs dir.
-    study: "scaling" or "two_phase".
-    gin_file: the config, relative to the repository root.
-    optimizer: "LAMB" or "AdamW".
-    multiplier: k of k x B0 (scaling runs; 1 for phase 2).
-    lr_factor: multiplies the rule's peak learning rate (the sweep).
-    init_from: the run whose weights start this one (phase 2).
+    path: the gin file, relative to the repository root.
+    seq_length: `dataset.max_seq_length`.
+    warmup_fraction: `learning_rate_schedule.warmup_fraction`.
+    dataset: `data.prepare` flags naming its dataset (corpus, vocab size,
+      length, seed, dupe factor), to build it before its runs start.
   """
+  path: str
+  seq_length: int
+  warmup_fraction: float
+  dataset: Tuple[Tuple[str, object], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """The study's macros (configs/reduced/scaling.gin) and its configs.
+
+  Attributes:
+    b0: B0, the smallest batch.
+    steps_at_b0: optimizer steps at B0; k x B0 gets 1/k of them.
+    peak_lr: the peak learning rate at B0 per optimizer name.
+    configs: "scaling", "two_phase_1", "two_phase_2" and "long".
+  """
+  b0: int
+  steps_at_b0: int
+  peak_lr: Dict[str, float]
+  configs: Dict[str, Config]
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One pretraining run, its arithmetic done (see `plan`)."""
   name: str
-  study: str
-  gin_file: str
-  optimizer: str = "LAMB"
-  multiplier: int = 1
-  lr_factor: float = 1.0
+  study: str                 # "scaling" or "two_phase".
+  config: str                # A key of `Recipe.configs`.
+  optimizer: str
+  seq_length: int
+  multiplier: int            # k of k x B0.
+  lr_factor: float           # On top of the sqrt(k) rule.
+  global_batch: int
+  grad_accumulation: int
+  steps: int
+  peak_lr: float
+  warmup_steps: int
+  eval_every: int
+  steps_per_loop: int
   init_from: Optional[str] = None
 
+  @property
+  def examples(self):
+    return self.steps * self.global_batch
 
-def plan(config_dir: str, multipliers: Sequence[int],
-         lr_factors: Sequence[float]) -> List[Run]:
-  """The runs of a study, in training order (phase 1 before phase 2)."""
-  scaling = os.path.join(config_dir, "scaling.gin")
+
+def warmup_steps(fraction: float, steps: int) -> int:
+  """As `trainer.schedule.learning_rate_schedule` rounds it."""
+  return int(round(fraction * steps))
+
+
+def _run(recipe, name, study, config, optimizer, k, factor, steps,
+         eval_points, log_points, init_from=None):
+  eval_every = max(1, steps // eval_points)
+  return Run(
+      name=name, study=study, config=config, optimizer=optimizer,
+      seq_length=recipe.configs[config].seq_length, multiplier=k,
+      lr_factor=factor, global_batch=recipe.b0 * k, grad_accumulation=k,
+      steps=steps,
+      peak_lr=recipe.peak_lr[optimizer] * math.sqrt(k) * factor,
+      warmup_steps=warmup_steps(recipe.configs[config].warmup_fraction,
+                                steps),
+      eval_every=eval_every,
+      steps_per_loop=max(1, min(eval_every, steps // log_points)),
+      init_from=init_from)
+
+
+def run_name(optimizer: str, k: int, factor: float) -> str:
+  return f"{optimizer.lower()}_b0x{k}_lrx{factor:g}"
+
+
+def plan(recipe: Recipe, multipliers: Sequence[int],
+         lr_factors: Sequence[float], eval_points: int = EVAL_POINTS,
+         log_points: int = LOG_POINTS) -> List[Run]:
+  """Every pretraining run of a study.
+
+  Scaling: for each optimizer, k and learning-rate factor f, batch k x B0 as
+  k micro-batches of B0, STEPS_AT_B0 // k steps, peak learning rate
+  base x sqrt(k) x f. Two phases, LAMB at B0 at the rule's learning rate:
+  phase 1 takes round(PHASE1_FRACTION x STEPS_AT_B0) steps, phase 2 the
+  rest, warm-started from phase 1; the long run all of them.
+  """
   runs = []
   for optimizer in OPTIMIZERS:
     for k in multipliers:
+      if recipe.steps_at_b0 // k < 1:
+        raise ValueError(f"{recipe.steps_at_b0} steps at B0 leave none at "
+                         f"{k} x B0")
       for f in lr_factors:
-        suffix = "" if f == 1.0 else f"_lrx{f:g}"
-        runs.append(Run(f"{optimizer.lower()}_b0x{k}{suffix}", "scaling",
-                        scaling, optimizer, k, f))
-  phase1 = f"lamb_b0x{max(multipliers)}"
-  runs.append(Run("two_phase_phase2", "two_phase",
-                  os.path.join(config_dir, "phase2.gin"), init_from=phase1))
+        runs.append(_run(recipe, run_name(optimizer, k, f), "scaling",
+                         "scaling", optimizer, k, f,
+                         recipe.steps_at_b0 // k, eval_points, log_points))
+  phase1 = int(round(PHASE1_FRACTION * recipe.steps_at_b0))
+  two_phase = dict(study="two_phase", optimizer="LAMB", k=1, factor=1.0,
+                   eval_points=eval_points, log_points=log_points)
+  runs += [
+      _run(recipe, "two_phase_1", config="two_phase_1", steps=phase1,
+           **two_phase),
+      _run(recipe, "two_phase_2", config="two_phase_2",
+           steps=recipe.steps_at_b0 - phase1, init_from="two_phase_1",
+           **two_phase),
+      _run(recipe, "single_phase_long", config="long",
+           steps=recipe.steps_at_b0, **two_phase)]
   return runs
 
 
-def _value(name):
-  """A gin parameter's value, with macros (e.g. %B0) resolved."""
-  import gin  # pylint: disable=g-import-not-at-top
-  v = gin.query_parameter(name)
-  return v.scoped_configurable_fn() if hasattr(v, "selector") else v
-
-
-def configure(run: Run, runs_dir: str, eval_points: int = EVAL_POINTS,
-              log_points: int = LOG_POINTS) -> Dict[str, object]:
-  """Parses `run`'s config plus the scaling rule's bindings; returns facts.
-
-  The gin file describes the run at B0 (or phase 2 as it is); for k x B0 the
-  batch and the accumulation grow k-fold, the steps shrink k-fold and the
-  peak learning rate grows sqrt(k)-fold, the paper's rule. Eval, checkpoint
-  and log periods follow from the step count.
-  """
-  import gin  # pylint: disable=g-import-not-at-top
-  from trainer import configurables  # pylint: disable=g-import-not-at-top
-  gin.clear_config()
-  gin.add_config_file_search_path(ROOT)
-  bindings = []
-  if run.optimizer == "AdamW":
-    bindings += ["train.optimizer = @AdamW",
-                 "learning_rate_schedule.peak_learning_rate = %ADAMW_PEAK_LR"]
-  gin.parse_config_files_and_bindings([os.path.join(ROOT, run.gin_file)],
-                                      bindings, finalize_config=False)
-  k = run.multiplier
-  batch = _value("train.global_batch_size") * k
-  steps = _value("train.total_steps") // k
-  if steps < 1:
-    raise ValueError(f"{run.name}: {_value('train.total_steps')} steps at B0 "
-                     f"leave none at {k} x B0")
-  peak_lr = (_value("learning_rate_schedule.peak_learning_rate") *
-             math.sqrt(k) * run.lr_factor)
-  eval_every = max(1, steps // eval_points)
-  derived = [
-      f"train.global_batch_size = {batch}",
-      f"train.grad_accumulation_steps = "
-      f"{_value('train.grad_accumulation_steps') * k}",
-      f"train.total_steps = {steps}",
-      f"learning_rate_schedule.peak_learning_rate = {peak_lr!r}",
-      f"train.eval_every_steps = {eval_every}",
-      f"train.checkpoint_every_steps = {eval_every}",
-      f"train.steps_per_loop = {max(1, min(eval_every, steps // log_points))}",
+def bindings(run: Run, runs_dir: str) -> List[str]:
+  """The gin bindings that make `run` out of its config (at B0)."""
+  lines = [] if run.optimizer == "LAMB" else ["train.optimizer = @AdamW"]
+  lines += [
+      f"train.global_batch_size = {run.global_batch}",
+      f"train.grad_accumulation_steps = {run.grad_accumulation}",
+      f"train.total_steps = {run.steps}",
+      f"learning_rate_schedule.peak_learning_rate = {run.peak_lr!r}",
+      f"train.eval_every_steps = {run.eval_every}",
+      f"train.checkpoint_every_steps = {run.eval_every}",
+      f"train.steps_per_loop = {run.steps_per_loop}",
   ]
   if run.init_from:
-    derived.append(f"train.init_checkpoint = "
-                   f"{os.path.join(runs_dir, run.init_from)!r}")
-  gin.parse_config(derived)
-  return dict(
-      study=run.study, run=run.name, optimizer=run.optimizer,
-      seq_length=_value("dataset.max_seq_length"), global_batch=batch,
-      batch_multiplier=k, grad_accumulation=_value(
-          "train.grad_accumulation_steps"),
-      steps=steps, examples=steps * batch, peak_lr=peak_lr,
-      lr_factor=run.lr_factor, init_from=run.init_from,
-      warmup_steps=configurables.learning_rate_schedule(steps).warmup_steps)
-
-
-def train_run(run: Run, runs_dir: str, data_dir: Optional[str],
-              points: Sequence[int] = (EVAL_POINTS, LOG_POINTS)) -> Dict:
-  """Trains `run` unless its result.json exists; returns its csv row."""
-  model_dir = os.path.join(runs_dir, run.name)
-  done = os.path.join(model_dir, "result.json")
-  if os.path.exists(done):
-    with open(done) as f:
-      row = json.load(f)
-    print(f"[reproduce] {run.name}: done before, skipped", flush=True)
-    return row
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from data import files  # pylint: disable=g-import-not-at-top
-  from trainer import configurables  # pylint: disable=g-import-not-at-top
-  row = configure(run, runs_dir, *points)
-  stale = os.path.join(model_dir, "metrics.jsonl")
-  if os.path.exists(stale) and not tf.train.latest_checkpoint(model_dir):
-    os.remove(stale)  # Records of an attempt that saved nothing: starts anew.
-  print(f"[reproduce] {run.name}: {row['steps']} steps x "
-        f"{row['global_batch']} examples ({row['grad_accumulation']} "
-        f"micro-batches), seq {row['seq_length']}, {run.optimizer} peak lr "
-        f"{row['peak_lr']:.3g}", flush=True)
-  start = time.time()
-  metrics = configurables.train(
-      model_dir=model_dir, data_dir=data_dir,
-      strategy=tf.distribute.OneDeviceStrategy("/cpu:0"))
-  row.update({f"eval_{k}": float(metrics[k]) for k in
-              ("mlm_accuracy", "mlm_loss", "nsp_accuracy", "loss")})
-  # A run resumed after an interruption counts only its last session.
-  row["wall_seconds"] = round(time.time() - start, 1)
-  files.write_atomically(done, json.dumps(row, indent=1, sort_keys=True))
-  return row
-
-
-def read_metrics(model_dir: str) -> List[Dict]:
-  with open(os.path.join(model_dir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
-def write_csv(rows: List[Dict], path: str):
-  with open(path, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-    writer.writeheader()
-    for row in rows:
-      writer.writerow({k: row[k] for k in CSV_COLUMNS})
-
-
-def _table(rows, columns):
-  lines = ["| " + " | ".join(h for h, _ in columns) + " |",
-           "|" + "|".join("---:" for _ in columns) + "|"]
-  for row in rows:
-    lines.append("| " + " | ".join(fmt(row) for _, fmt in columns) + " |")
+    lines.append(f"train.init_checkpoint = "
+                 f"{os.path.join(runs_dir, run.init_from)!r}")
   return lines
 
 
-def write_markdown(rows: List[Dict], path: str, command: str,
-                   total_seconds: float, config_dir: str):
-  """The results table, the two-phase rows and the paper's numbers."""
-  columns = [
-      ("optimizer", lambda r: r["optimizer"]),
-      ("global batch", lambda r: f"{r['global_batch']:,} "
-       f"({r['batch_multiplier']} x B0)"),
-      ("micro-batches", lambda r: str(r["grad_accumulation"])),
-      ("steps", lambda r: f"{r['steps']:,}"),
-      ("examples", lambda r: f"{r['examples']:,}"),
-      ("peak lr", lambda r: f"{r['peak_lr']:.3g}"),
-      ("warmup", lambda r: str(r["warmup_steps"])),
-      ("MLM acc", lambda r: f"{r['eval_mlm_accuracy']:.4f}"),
-      ("MLM loss", lambda r: f"{r['eval_mlm_loss']:.3f}"),
-      ("NSP acc", lambda r: f"{r['eval_nsp_accuracy']:.3f}"),
-      ("wall", lambda r: f"{r['wall_seconds'] / 60:.1f} min"),
-  ]
-  scaling = [r for r in rows if r["study"] == "scaling"]
-  phase2 = [r for r in rows if r["study"] == "two_phase"]
-  phase1 = [r for r in scaling if r["optimizer"] == "LAMB" and
-            r["batch_multiplier"] == max(s["batch_multiplier"]
-                                         for s in scaling) and
-            r["lr_factor"] == 1.0]
-  lines = [
-      "# Batch scaling and the two-phase recipe at reduced scale", "",
-      f"`{command}`: {len(rows)} runs, {total_seconds / 60:.0f} minutes of "
-      "training in all (sum of the runs' wall times). Eval metrics are the "
-      "final evaluation on the held-out split; LAMB and AdamW at k x B0 get "
-      "sqrt(k) x the peak learning rate and 1/k of the steps, on the same "
-      "number of examples; a batch of k x B0 is k micro-batches of B0 "
-      "whose gradients are summed (gradient accumulation). Configs: "
-      f"`{config_dir}/`.", "",
-      "## Batch scaling (sequence length "
-      f"{scaling[0]['seq_length']})", ""]
-  lines += _table(scaling, columns)
-  lines += ["", "## Two phases (LAMB)", ""]
-  two = ([dict(r, optimizer="phase 1") for r in phase1] +
-         [dict(r, optimizer=f"phase 2 (seq {r['seq_length']})")
-          for r in phase2])
-  lines += _table(two, [("phase", lambda r: r["optimizer"]),
-                        ("global batch", lambda r: f"{r['global_batch']:,}")]
-                  + columns[2:])
-  lines += ["", "Phase 2's metrics are measured on sequences of "
-            f"{phase2[0]['seq_length'] if phase2 else '?'} tokens, so they "
-            "are not directly comparable with phase 1's.", "",
-            "## The paper (BERT-large, SQuAD v1.1 dev F1; arXiv:1904.00962, "
-            "Table 1)", "",
-            "| LAMB batch | steps | F1 |", "|---:|---:|---:|"]
-  lines += [f"| {b if isinstance(b, str) else f'{b:,}'} | {s:,} | {f} |"
-            for b, s, f in PAPER_LAMB]
-  lines += ["", "Baseline (Devlin et al., AdamW, batch 512, 1M steps): "
-            "F1 90.395.", ""]
-  with open(path, "w") as f:
-    f.write("\n".join(lines))
+def read_recipe(config_dir: str) -> Recipe:
+  """Parses the study's gin files for what `plan` needs."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from trainer import configurables  # pylint: disable=g-import-not-at-top
+  gin.add_config_file_search_path(ROOT)
+  value = configurables.bound_value
+  configs, macros = {}, {}
+  for key, name in (("scaling", "scaling"), ("two_phase_1", "two_phase_1"),
+                    ("two_phase_2", "two_phase_2"), ("long", "long")):
+    path = os.path.join(config_dir, name + ".gin")
+    gin.clear_config()
+    gin.parse_config_file(os.path.join(ROOT, path))
+    dataset = (("corpus", value("dataset.corpus")),
+               ("vocab_size", value("dataset.vocab_size")),
+               ("max_seq_length", value("dataset.max_seq_length")),
+               ("seed", value("train.seed", 0)))
+    if value("dataset.dupe_factor") is not None:
+      dataset += (("dupe_factor", value("dataset.dupe_factor")),)
+    configs[key] = Config(path, value("dataset.max_seq_length"),
+                          value("learning_rate_schedule.warmup_fraction"),
+                          dataset)
+    if key == "scaling":
+      macros = {m: gin.query_parameter(f"%{m}") for m in (
+          "B0", "STEPS_AT_B0", "LAMB_PEAK_LR", "ADAMW_PEAK_LR")}
+  gin.clear_config()
+  return Recipe(b0=macros["B0"], steps_at_b0=macros["STEPS_AT_B0"],
+                peak_lr={"LAMB": macros["LAMB_PEAK_LR"],
+                         "AdamW": macros["ADAMW_PEAK_LR"]},
+                configs=configs)
 
 
-def write_plots(rows: List[Dict], runs_dir: str, out_dir: str) -> List[str]:
-  """The three PNGs; returns their paths."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+# --- Jobs: subprocesses with dependencies -----------------------------------
 
-  scaling = [r for r in rows if r["study"] == "scaling"]
-  colors = {k: c for k, c in zip(sorted({r["batch_multiplier"]
-                                         for r in scaling}),
-                                 ("tab:blue", "tab:orange", "tab:green",
-                                  "tab:red", "tab:purple"))}
-  paths = []
 
-  def save(fig, ax, name, **legend):
-    ax.grid(alpha=0.3)
-    ax.legend(**legend)
-    paths.append(os.path.join(out_dir, name))
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+@dataclasses.dataclass
+class Job:
+  """One subprocess of the study.
 
-  # 1. Eval MLM loss against examples seen, a curve per batch and optimizer.
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  for r in scaling:
-    evals = [m for m in read_metrics(os.path.join(runs_dir, r["run"]))
-             if "eval_mlm_loss" in m]
-    ax.plot([m["step"] * r["global_batch"] for m in evals],
-            [m["eval_mlm_loss"] for m in evals],
-            color=colors[r["batch_multiplier"]],
-            linestyle="-" if r["optimizer"] == "LAMB" else "--",
-            marker="o" if r["optimizer"] == "LAMB" else "s", markersize=3,
-            alpha=1.0 if r["lr_factor"] == 1.0 else 0.4,
-            label=f"{r['optimizer']} batch {r['global_batch']}" +
-            ("" if r["lr_factor"] == 1.0 else f" lr x{r['lr_factor']:g}"))
-  ax.set_xlabel("examples seen")
-  ax.set_ylabel("held-out MLM loss")
-  ax.set_title("Eval MLM loss vs examples (solid: LAMB, dashed: AdamW)")
-  save(fig, ax, "eval_mlm_loss_vs_examples.png", fontsize=7, ncol=2)
+  Attributes:
+    name: its directory under the runs dir (and NAME.log beside it).
+    kind: "prepare", "pretrain", "export" or "finetune".
+    command: called when the job starts (its dependencies' results known),
+      returns the arguments after `python` (["-m", MODULE, ...]).
+    finish: called after the subprocess exits 0; returns the result that
+      goes into DIR/result.json.
+    needs: names of jobs that must finish first.
+    before: called before the subprocess starts (e.g. clears a partial
+      export); None for nothing.
+    any_need: start once every need has ended and one of them finished
+      (an export picks the best of the runs that finished).
+  """
+  name: str
+  kind: str
+  command: Callable[[], List[str]]
+  finish: Callable[[float], Dict]
+  needs: Tuple[str, ...] = ()
+  before: Optional[Callable[[], None]] = None
+  any_need: bool = False
 
-  # 2. Final MLM accuracy against batch size, a line per optimizer (the best
-  # learning rate of a sweep).
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for optimizer, style in zip(OPTIMIZERS, ("-o", "--s")):
-    best = {}
-    for r in scaling:
-      if r["optimizer"] == optimizer:
-        b = r["global_batch"]
-        best[b] = max(best.get(b, 0.0), r["eval_mlm_accuracy"])
-    batches = sorted(best)
-    ax.plot(batches, [best[b] for b in batches], style, label=optimizer)
-  ax.set_xscale("log", base=2)
-  ax.set_xticks(sorted({r["global_batch"] for r in scaling}))
-  ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-  ax.set_xlabel("global batch (same examples: steps = examples / batch)")
-  ax.set_ylabel("final held-out MLM accuracy")
-  ax.set_title("MLM accuracy vs batch size")
-  save(fig, ax, "mlm_accuracy_vs_batch.png")
 
-  # 3. The two-phase run's training loss, phase boundary marked.
-  phase2 = [r for r in rows if r["study"] == "two_phase"]
-  fig, ax = plt.subplots(figsize=(7, 4))
-  if phase2:
-    phase1_name = phase2[0]["init_from"]
-    p1 = [m for m in read_metrics(os.path.join(runs_dir, phase1_name))
-          if "loss" in m]
-    p2 = [m for m in read_metrics(os.path.join(runs_dir, phase2[0]["run"]))
-          if "loss" in m]
-    boundary = p1[-1]["step"] if p1 else 0
-    p1_row = next(r for r in rows if r["run"] == phase1_name)
-    ax.plot([m["step"] for m in p1], [m["loss"] for m in p1], "-o",
-            markersize=3, label=f"phase 1: seq {p1_row['seq_length']}, "
-            f"batch {p1_row['global_batch']}")
-    ax.plot([boundary + m["step"] for m in p2], [m["loss"] for m in p2],
-            "-o", markersize=3, label=f"phase 2: seq "
-            f"{phase2[0]['seq_length']}, batch {phase2[0]['global_batch']}")
-    ax.axvline(boundary, color="gray", linestyle=":")
-    ax.text(boundary, ax.get_ylim()[1], " phase boundary", va="top",
-            fontsize=8, color="gray")
-  ax.set_xlabel("optimizer step (both phases)")
-  ax.set_ylabel("training loss (MLM + NSP)")
-  ax.set_title("Two-phase LAMB run")
-  save(fig, ax, "two_phase_loss.png")
-  return paths
+def noise_scale_median(records: List[Dict], steps: int) -> Optional[float]:
+  """The median logged gradient noise scale over the last half of a run."""
+  values = [r["gradient_noise_scale"] for r in records
+            if "gradient_noise_scale" in r and r["step"] > steps / 2]
+  return statistics.median(values) if values else None
+
+
+def pretrain_row(run: Run, model_dir: str, wall_seconds: float) -> Dict:
+  """The csv row of a finished run, from its metrics.jsonl."""
+  records = scaling_report.read_metrics(model_dir)
+  evals = [r for r in records if "eval_mlm_accuracy" in r]
+  if not evals or evals[-1]["step"] != run.steps:
+    raise RuntimeError(f"{model_dir}: no final evaluation in metrics.jsonl")
+  row = dict(study=run.study, run=run.name, optimizer=run.optimizer,
+             seq_length=run.seq_length, global_batch=run.global_batch,
+             batch_multiplier=run.multiplier,
+             grad_accumulation=run.grad_accumulation, steps=run.steps,
+             examples=run.examples, peak_lr=run.peak_lr,
+             lr_factor=run.lr_factor, warmup_steps=run.warmup_steps,
+             wall_minutes=round(wall_seconds / 60, 2),
+             noise_scale_median=noise_scale_median(records, run.steps),
+             init_from=run.init_from)
+  row.update({k: evals[-1][k] for k in ("eval_mlm_accuracy", "eval_mlm_loss",
+                                        "eval_nsp_accuracy", "eval_loss")})
+  return row
+
+
+def best_run(runs_dir: str, runs: Sequence[Run], optimizer: str,
+             k: int) -> Optional[str]:
+  """The finished scaling run of (optimizer, k) with the best eval MLM
+  accuracy."""
+  done = [(scaling_report.read_result(runs_dir, r.name), r.name) for r in runs
+          if r.study == "scaling" and r.optimizer == optimizer and
+          r.multiplier == k]
+  done = [(row["eval_mlm_accuracy"], name) for row, name in done if row]
+  return max(done)[1] if done else None
+
+
+def encoder_sources(runs: Sequence[Run]) -> Dict[str, Tuple[str, ...]]:
+  """The pretraining runs each downstream encoder is chosen from."""
+  top = max(r.multiplier for r in runs if r.study == "scaling")
+  pick = lambda k: tuple(r.name for r in runs if r.study == "scaling" and
+                         r.optimizer == "LAMB" and r.multiplier == k)
+  return {"lamb_b0": pick(1), "lamb_16b0": pick(top),
+          "two_phase": ("two_phase_2",)}
+
+
+def make_jobs(runs: Sequence[Run], mode: Mode, runs_dir: str,
+              data_dir: Optional[str], recipe: Recipe) -> List[Job]:
+  """Dataset builds, pretraining runs, exports and fine-tunes, with their
+  dependencies."""
+  jobs = []
+  data_flags = [f"--data_dir={data_dir}"] if data_dir else []
+  prepare = {}
+  for key, config in recipe.configs.items():
+    name = f"prepare_seq{config.seq_length}"
+    prepare[key] = name
+    if any(j.name == name for j in jobs):
+      continue
+    argv = ["-m", "data.prepare"] + data_flags + [
+        f"--{flag}={value}" for flag, value in config.dataset]
+    jobs.append(Job(name, "prepare", (lambda a=argv: a),
+                    lambda seconds: dict(wall_minutes=seconds / 60)))
+  # The two-phase chain and the long runs first: they finish last otherwise.
+  for run in sorted(runs, key=lambda r: (r.study != "two_phase",
+                                         r.multiplier)):
+    model_dir = os.path.join(runs_dir, run.name)
+    argv = ["-m", "trainer.main",
+            f"--gin_file={recipe.configs[run.config].path}",
+            f"--model_dir={model_dir}"] + data_flags + [
+                f"--gin_bindings={b}" for b in bindings(run, runs_dir)]
+    jobs.append(Job(
+        run.name, "pretrain", (lambda a=argv: a),
+        (lambda seconds, r=run, d=model_dir: pretrain_row(r, d, seconds)),
+        needs=(prepare[run.config],) + ((run.init_from,) if run.init_from
+                                        else ())))
+  sources = encoder_sources(runs)
+  chosen = {}  # encoder -> the run its export was made from.
+  for encoder in mode.encoders:
+    export = f"export_{encoder}"
+    export_dir = os.path.join(runs_dir, export)
+
+    def export_command(encoder=encoder, export_dir=export_dir):
+      chosen[encoder] = (
+          sources[encoder][0] if len(sources[encoder]) == 1 else
+          best_run(runs_dir, runs, "LAMB", 1 if encoder == "lamb_b0" else
+                   max(mode.multipliers)))
+      return ["-m", "trainer.export",
+              f"--model_dir={os.path.join(runs_dir, chosen[encoder])}",
+              f"--export_dir={export_dir}"]
+
+    def export_finish(seconds, encoder=encoder):
+      return dict(encoder=encoder, pretrain_run=chosen[encoder],
+                  wall_minutes=round(seconds / 60, 2))
+
+    jobs.append(Job(export, "export", export_command, export_finish,
+                    needs=sources[encoder], any_need=True,
+                    before=lambda d=export_dir: shutil.rmtree(
+                        d, ignore_errors=True)))
+    for seed in mode.seeds:
+      name = f"finetune_{encoder}_seed{seed}"
+      model_dir = os.path.join(runs_dir, name)
+      argv = ["-m", "trainer.finetune", f"--export_dir={export_dir}",
+              f"--model_dir={model_dir}", f"--gin_file={FINETUNE_CONFIG}",
+              f"--gin_bindings=finetune.seed = {seed}",
+              f"--gin_bindings=finetune.total_steps = {mode.finetune_steps}"]
+      jobs.append(Job(name, "finetune", (lambda a=argv: a),
+                      (lambda seconds, e=encoder, s=seed, d=model_dir:
+                       finetune_row(e, s, d, runs_dir, seconds)),
+                      needs=(export,)))
+  return jobs
+
+
+def finetune_row(encoder, seed, model_dir, runs_dir, seconds):
+  from scripts import finetune_study  # pylint: disable=g-import-not-at-top
+  record = finetune_study.final_eval(model_dir)
+  if record is None:
+    raise RuntimeError(f"{model_dir}: no evaluation in metrics.jsonl")
+  export = scaling_report.read_result(runs_dir, f"export_{encoder}") or {}
+  return dict(encoder=encoder, pretrain_run=export.get("pretrain_run"),
+              task=finetune_study.TASK, seed=seed, steps=record["step"],
+              eval_accuracy=record["eval_accuracy"],
+              eval_loss=record["eval_loss"],
+              wall_minutes=round(seconds / 60, 2))
+
+
+def _say(start, message):
+  print(f"[reproduce {(time.time() - start) / 60:5.1f} min] {message}",
+        flush=True)
+
+
+def run_jobs(jobs: Sequence[Job], runs_dir: str, parallel: int,
+             on_progress: Optional[Callable[[], None]] = None,
+             poll_seconds: float = 0.5) -> Dict[str, str]:
+  """Runs the unfinished jobs, `parallel` at a time, dependencies first.
+
+  With several at a time and `taskset` present, each job is pinned to a core
+  of its own with one op thread; a job whose dependency failed is not
+  started. `on_progress` is called after each job that finishes.
+
+  Returns:
+    name -> "done" (now or before), "failed" or "blocked".
+  """
+  start = time.time()
+  cores = scaling_report.usable_cores()
+  pin = parallel > 1 and shutil.which("taskset") is not None
+  threads = max(1, len(cores) // parallel)
+  status = {j.name: "done" for j in jobs
+            if scaling_report.read_result(runs_dir, j.name)}
+  total, skipped = len(jobs), len(status)
+  if skipped:
+    _say(start, f"{skipped} of {total} runs finished before; skipped")
+  pending = [j for j in jobs if j.name not in status]
+  running = {}  # name -> (job, process, log file, core, start time).
+  while pending or running:
+    for job in list(pending):
+      ended = [status.get(n) for n in job.needs
+               if status.get(n) in ("failed", "blocked")]
+      if ended and (not job.any_need or len(ended) == len(job.needs)):
+        status[job.name] = "blocked"
+        pending.remove(job)
+        _say(start, f"{job.name}: not started, a run it needs failed")
+    free = [c for c in cores if c not in {v[3] for v in running.values()}]
+    for job in list(pending):
+      if len(running) >= parallel:
+        break
+      if any(n not in status for n in job.needs):
+        continue  # A need has not ended yet (failed ones blocked it above).
+      pending.remove(job)
+      core = free.pop(0) if pin and free else None
+      env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+      prefix = []
+      if pin:
+        prefix = ["taskset", "-c", str(core)]
+      if parallel > 1:
+        env.update(TF_NUM_INTRAOP_THREADS=str(threads),
+                   TF_NUM_INTEROP_THREADS=str(threads))
+      if job.before:
+        job.before()
+      log_path = os.path.join(runs_dir, job.name + ".log")
+      log = open(log_path, "a")
+      argv = prefix + [sys.executable] + job.command()
+      log.write(f"\n$ {' '.join(argv)}\n")
+      log.flush()
+      process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log,
+                                 stderr=subprocess.STDOUT)
+      running[job.name] = (job, process, log, core, time.time())
+      _say(start, f"{job.name}: started" + (
+          f" on core {core}" if core is not None else ""))
+    if pending and not running:  # Needs that are no job: nothing can start.
+      for job in pending:
+        status[job.name] = "blocked"
+        _say(start, f"{job.name}: not started, needs {job.needs}")
+      break
+    time.sleep(poll_seconds)
+    for name, (job, process, log, _, began) in list(running.items()):
+      if process.poll() is None:
+        continue
+      log.close()
+      del running[name]
+      seconds = time.time() - began
+      outcome = None
+      if process.returncode == 0:
+        try:
+          outcome = job.finish(seconds)
+        except (OSError, RuntimeError, KeyError, ValueError) as e:
+          print(f"{name}: {e}", file=open(log.name, "a"))
+      if outcome is None:
+        status[name] = "failed"
+        _say(start, f"{name}: FAILED (exit {process.returncode}); see "
+             f"{log.name}")
+      else:
+        outcome.update(started=began, ended=time.time())
+        os.makedirs(os.path.join(runs_dir, name), exist_ok=True)
+        with open(scaling_report.result_path(runs_dir, name), "w") as f:
+          json.dump(outcome, f, indent=1, sort_keys=True)
+        status[name] = "done"
+        metric = next((f"{k} {outcome[k]:.4f}" for k in (
+            "eval_mlm_accuracy", "eval_accuracy") if k in outcome), "")
+        _say(start, f"{name}: finished in {seconds / 60:.1f} min {metric}")
+      finished = sum(s == "done" for s in status.values())
+      _say(start, f"{finished}/{total} runs done")
+      if on_progress:
+        on_progress()
+  return status
 
 
 def reproduce(out_dir: str, runs_dir: str, data_dir: Optional[str] = None,
-              mode: str = "default", command: str = "") -> List[Dict]:
+              mode: str = "default", parallel: Optional[int] = None,
+              command: str = "") -> Dict[str, str]:
   """Runs (or resumes) the study of `mode` and writes its outputs.
 
   Args:
     out_dir: where scaling.csv, scaling.md and the PNGs go.
-    runs_dir: one model_dir per run under here.
+    runs_dir: one directory per run under here.
     data_dir: the datasets' directory (None: the trainer's default).
-    mode: "default", "quick" or "full".
+    mode: "default" or "quick".
+    parallel: runs at once (None: the usable cores).
     command: the command line, quoted in scaling.md.
 
   Returns:
-    The csv rows.
+    Each job's status: "done", "failed" or "blocked".
   """
-  config_dir = os.path.join("configs", "reduced", *(
-      ["quick"] if mode == "quick" else []))
-  multipliers = FULL_MULTIPLIERS if mode == "full" else MULTIPLIERS
-  lr_factors = FULL_LR_FACTORS if mode == "full" else (1.0,)
-  points = ((QUICK_POINTS, QUICK_POINTS) if mode == "quick" else
-            (EVAL_POINTS, LOG_POINTS))
+  settings = MODES[mode]
+  recipe = read_recipe(settings.config_dir)
+  runs = plan(recipe, settings.multipliers, settings.lr_factors,
+              settings.eval_points, settings.log_points)
   os.makedirs(out_dir, exist_ok=True)
   os.makedirs(runs_dir, exist_ok=True)
-  rows = []
-  runs = plan(config_dir, multipliers, lr_factors)
-  for i, run in enumerate(runs):
-    print(f"[reproduce] run {i + 1}/{len(runs)}: {run.name}", flush=True)
-    rows.append(train_run(run, runs_dir, data_dir, points))
-  write_csv(rows, os.path.join(out_dir, "scaling.csv"))
-  write_markdown(rows, os.path.join(out_dir, "scaling.md"),
-                 command or f"python -m scripts.reproduce --{mode}",
-                 sum(r["wall_seconds"] for r in rows), config_dir)
-  write_plots(rows, runs_dir, out_dir)
-  return rows
+  jobs = make_jobs(runs, settings, runs_dir, data_dir, recipe)
+  command = command or "python -m scripts.reproduce" + (
+      "" if mode == "default" else f" --{mode}")
+  last = [time.time()]
+
+  def summarize(final=False):
+    if final or time.time() - last[0] > SUMMARY_EVERY_S:
+      scaling_report.write_outputs(
+          runs, jobs, recipe, settings, runs_dir, out_dir, command)
+      last[0] = time.time()
+
+  status = run_jobs(jobs, runs_dir,
+                    parallel or len(scaling_report.usable_cores()), summarize)
+  summarize(final=True)
+  return status
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if FLAGS.quick and FLAGS.full:
-    raise app.UsageError("--quick and --full exclude each other")
-  mode = "quick" if FLAGS.quick else "full" if FLAGS.full else "default"
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  logging.set_verbosity(logging.WARNING)
-  # The process-wide settings `trainer.main` makes before TensorFlow starts:
-  # malloc arenas and the op threads of the automatic
-  # train.parallel_micro_batches (no config of the study sets it), one
-  # device.
-  from trainer import allocator  # pylint: disable=g-import-not-at-top
-  from trainer import runtime  # pylint: disable=g-import-not-at-top
-  allocator.limit_arenas()
-  runtime.set_cpu_threads(runtime.resolve_parallel_micro_batches(
-      None, accelerator=False, local_replicas=1)[0])
+  mode = "quick" if FLAGS.quick else "default"
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   start = time.time()
   absolute = lambda p: p and os.path.abspath(os.path.expanduser(p))
-  out_dir = absolute(FLAGS.out_dir)
   runs_dir = absolute(FLAGS.runs_dir or os.path.join(
       ROOT, "runs", "reproduce", mode))
-  data_dir = absolute(FLAGS.data_dir)
-  os.chdir(ROOT)  # The quick configs name the test corpus by a relative path.
-  rows = reproduce(
-      out_dir=out_dir, runs_dir=runs_dir, data_dir=data_dir, mode=mode,
-      command="python -m scripts.reproduce" + (
-          "" if mode == "default" else f" --{mode}"))
-  print(f"[reproduce] {len(rows)} runs; {(time.time() - start) / 60:.1f} "
-        f"minutes; outputs in {FLAGS.out_dir}", flush=True)
+  status = reproduce(
+      out_dir=absolute(FLAGS.out_dir), runs_dir=runs_dir,
+      data_dir=absolute(FLAGS.data_dir), mode=mode, parallel=FLAGS.parallel)
+  bad = sorted(n for n, s in status.items() if s != "done")
+  print(f"[reproduce] {len(status) - len(bad)}/{len(status)} runs done in "
+        f"{(time.time() - start) / 60:.1f} minutes; outputs in "
+        f"{FLAGS.out_dir}" + (f"; not done: {', '.join(bad)}" if bad else ""),
+        flush=True)
+  return 1 if bad else 0
 
 
 if __name__ == "__main__":

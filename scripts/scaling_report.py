@@ -1,0 +1,397 @@
+"""scripts/reproduce.py's outputs: csv files, scaling.md and four plots.
+
+Written from whichever runs have finished (their DIR/result.json and
+metrics.jsonl), so a study in progress gives partial outputs, marked so.
+Pretraining runs and fine-tunes go into two csv files because their columns
+differ (a fine-tune has an encoder and a seed, no batch or learning rate).
+"""
+
+import csv
+import json
+import os
+import statistics
+from typing import Dict, List, Optional, Sequence
+
+
+OPTIMIZERS = ("LAMB", "AdamW")
+CSV_COLUMNS = ("study", "run", "optimizer", "seq_length", "global_batch",
+               "batch_multiplier", "grad_accumulation", "steps", "examples",
+               "peak_lr", "lr_factor", "warmup_steps", "eval_mlm_accuracy",
+               "eval_mlm_loss", "eval_nsp_accuracy", "eval_loss",
+               "wall_minutes", "noise_scale_median")
+DOWNSTREAM_COLUMNS = ("encoder", "pretrain_run", "task", "seed", "steps",
+                      "eval_accuracy", "eval_loss", "wall_minutes")
+PLOTS = ("mlm_accuracy_vs_batch.png", "eval_mlm_loss_vs_examples.png",
+         "noise_scale_vs_step.png", "two_phase_vs_single.png")
+# LAMB's best at 16 x B0 over its best at B0: the paper's claim as a target.
+TARGET_RETENTION = 0.95
+# B0's run must end well past the MLM plateau (predicting frequent tokens).
+PAST_PLATEAU = 0.30
+
+# You et al. (arXiv:1904.00962), Table 1: BERT-large with LAMB, SQuAD v1.1
+# dev F1 after pretraining for the same number of epochs at each batch size
+# (the baseline, Devlin et al. with AdamW at batch 512: 1M steps, F1 90.395).
+PAPER_LAMB = ((512, 1000000, 91.752), (1024, 500000, 91.761),
+              (2048, 250000, 91.946), (4096, 125000, 91.137),
+              (8192, 62500, 91.263), (16384, 31250, 91.345),
+              (32768, 15625, 91.475), ("64K/32K", 8599, 90.584))
+
+
+def result_path(runs_dir: str, name: str) -> str:
+  return os.path.join(runs_dir, name, "result.json")
+
+
+def read_result(runs_dir: str, name: str) -> Optional[Dict]:
+  path = result_path(runs_dir, name)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def read_metrics(model_dir: str) -> List[Dict]:
+  path = os.path.join(model_dir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def usable_cores() -> List[int]:
+  try:
+    return sorted(os.sched_getaffinity(0))
+  except AttributeError:
+    return list(range(os.cpu_count() or 1))
+
+
+def best_rows(rows: List[Dict]) -> Dict:
+  """(optimizer, k) -> the scaling row with the best eval MLM accuracy."""
+  best = {}
+  for r in rows:
+    if r["study"] != "scaling":
+      continue
+    key = (r["optimizer"], r["batch_multiplier"])
+    if key not in best or r["eval_mlm_accuracy"] > best[key][
+        "eval_mlm_accuracy"]:
+      best[key] = r
+  return best
+
+
+def retention(best: Dict, optimizer: str, k: int) -> Optional[float]:
+  """Best eval MLM accuracy at k x B0 over the best at B0."""
+  if (optimizer, 1) not in best or (optimizer, k) not in best:
+    return None
+  return (best[(optimizer, k)]["eval_mlm_accuracy"] /
+          best[(optimizer, 1)]["eval_mlm_accuracy"])
+
+
+def _batches(rows):
+  return sorted({r["global_batch"] for r in rows if r["study"] == "scaling"})
+
+
+def machine() -> str:
+  model, flags = "unknown CPU", ""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name") and model == "unknown CPU":
+          model = line.split(":", 1)[1].strip()
+        elif line.startswith("flags") and not flags:
+          flags = line
+  except OSError:
+    pass
+  return (f"{model}, {len(usable_cores())} usable cores, "
+          f"{'with' if ' avx512_bf16' in flags else 'without'} avx512_bf16")
+
+
+def _write_csv(rows, columns, path):
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def _fmt(value, spec):
+  return "-" if value is None else format(value, spec)
+
+
+def _table(rows, columns):
+  lines = ["| " + " | ".join(h for h, _ in columns) + " |",
+           "|" + "|".join("---:" for _ in columns) + "|"]
+  lines += ["| " + " | ".join(fmt(r) for _, fmt in columns) + " |"
+            for r in rows]
+  return lines
+
+
+RUN_COLUMNS = [
+    ("optimizer", lambda r: r["optimizer"]),
+    ("batch", lambda r: f"{r['global_batch']:,} ({r['batch_multiplier']} x "
+     "B0)"),
+    ("steps", lambda r: f"{r['steps']:,}"),
+    ("peak lr", lambda r: f"{r['peak_lr']:.3g} (x{r['lr_factor']:g})"),
+    ("warmup", lambda r: str(r["warmup_steps"])),
+    ("MLM acc", lambda r: f"{r['eval_mlm_accuracy']:.4f}"),
+    ("MLM loss", lambda r: f"{r['eval_mlm_loss']:.3f}"),
+    ("NSP acc", lambda r: f"{r['eval_nsp_accuracy']:.3f}"),
+    ("noise scale", lambda r: _fmt(r["noise_scale_median"], ".0f")),
+    ("wall", lambda r: f"{r['wall_minutes']:.1f} min"),
+]
+
+
+def _markdown(rows, downstream, settings, recipe, command, total,
+              wall_minutes, span_minutes):
+  scaling = [r for r in rows if r["study"] == "scaling"]
+  best = best_rows(rows)
+  k_top = max(settings.multipliers)
+  partial = len(rows) + len(downstream) < total
+  lines = ["# Batch scaling and the two-phase recipe at reduced scale", ""]
+  if partial:
+    lines += [f"**Partial: {len(rows) + len(downstream)} of {total} runs "
+              "have finished; the tables below hold those.**", ""]
+  lines += [
+      "## Setup", "",
+      f"`{command}` on {machine()}: {span_minutes:.0f} minutes from the "
+      f"first run's start to the last one's end, {wall_minutes:.0f} minutes "
+      "of runs in all (several run at once, each on a core of its own; "
+      "dataset builds and exports not counted). Configs: "
+      f"`{settings.config_dir}/` (scaling.gin, two_phase_1.gin, "
+      "two_phase_2.gin, long.gin). At k x B0 (B0 = "
+      f"{recipe.b0}) a run takes k micro-batches of B0 summed by gradient "
+      f"accumulation, {recipe.steps_at_b0:,} / k steps (the same "
+      f"{recipe.b0 * recipe.steps_at_b0:,} examples), the warmup the same "
+      "fraction of its steps, and a peak learning rate of x"
+      f"{', x'.join(f'{f:g}' for f in settings.lr_factors)} the rule's "
+      f"base x sqrt(k) (base: LAMB {recipe.peak_lr['LAMB']:g}, AdamW "
+      f"{recipe.peak_lr['AdamW']:g}). Metrics are the final evaluation on "
+      "the held-out split. The noise scale is the median of the logged "
+      "gradient noise scale (B_simple, in examples; trainer/noise_scale.py) "
+      "over the last half of the run.", ""]
+  lines += ["## Best learning rate per optimizer and batch", ""]
+  lines += _table([best[k] for k in sorted(best)], RUN_COLUMNS)
+  lines += ["", "## Retention: best at k x B0 over best at B0", "",
+            "| optimizer | " + " | ".join(
+                f"{k} x B0" for k in settings.multipliers if k > 1) + " |",
+            "|---|" + "---:|" * (len(settings.multipliers) - 1)]
+  for optimizer in OPTIMIZERS:
+    lines.append(f"| {optimizer} | " + " | ".join(
+        _fmt(None if retention(best, optimizer, k) is None else
+             100 * retention(best, optimizer, k), ".1f") + "%"
+        for k in settings.multipliers if k > 1) + " |")
+  lamb, adamw = retention(best, "LAMB", k_top), retention(best, "AdamW", k_top)
+  if lamb is not None and adamw is not None:
+    met = lamb >= TARGET_RETENTION and adamw < lamb
+    lines += ["", f"The paper's claim as the target: LAMB's best at {k_top} "
+              f"x B0 keeps at least {TARGET_RETENTION:.0%} of its best at B0 "
+              f"and AdamW's keeps less. Measured: LAMB {lamb:.1%}, AdamW "
+              f"{adamw:.1%}: {'met' if met else 'not met'}."]
+  if ("LAMB", 1) in best:
+    lines += ["", f"B0's best LAMB run ends at eval MLM accuracy "
+              f"{best[('LAMB', 1)]['eval_mlm_accuracy']:.3f} (the study "
+              f"wants at least {PAST_PLATEAU:.2f}, well past the plateau of "
+              "predicting frequent tokens)."]
+  lines += ["", "## Gradient noise scale against batch", "",
+            "Batches below the noise scale are in the regime where k x the "
+            "batch buys about 1/k of the steps; above it, less.", ""]
+  noise = best.get(("LAMB", 1), {}).get("noise_scale_median")
+  if noise:
+    below = [b for b in _batches(rows) if b < noise]
+    above = [b for b in _batches(rows) if b >= noise]
+    lines += [f"The B0 LAMB run's noise scale: {noise:.0f} examples; "
+              f"batches below it: {', '.join(map(str, below)) or 'none'}; "
+              f"at or above it: {', '.join(map(str, above)) or 'none'}.", ""]
+  lines += ["| optimizer | batch | noise scale (best lr) | batch / noise "
+            "scale |", "|---|---:|---:|---:|"]
+  for key in sorted(best):
+    r = best[key]
+    ns = r["noise_scale_median"]
+    lines.append(f"| {r['optimizer']} | {r['global_batch']:,} | "
+                 f"{_fmt(ns, '.0f')} | "
+                 f"{_fmt(ns and r['global_batch'] / ns, '.2f')} |")
+  lines += ["", "## Every scaling run", ""]
+  lines += _table(sorted(scaling, key=lambda r: (
+      r["optimizer"], r["batch_multiplier"], r["lr_factor"])), RUN_COLUMNS)
+  lines += _two_phase(rows)
+  lines += _downstream(downstream)
+  lines += ["", "## The paper (BERT-large, SQuAD v1.1 dev F1; "
+            "arXiv:1904.00962, Table 1)", "",
+            "| LAMB batch | steps | F1 |", "|---:|---:|---:|"]
+  lines += [f"| {b if isinstance(b, str) else f'{b:,}'} | {s:,} | {f} |"
+            for b, s, f in PAPER_LAMB]
+  lines += ["", "Baseline (Devlin et al., AdamW, batch 512, 1M steps): "
+            "F1 90.395.", "", "Per run: scaling.csv and "
+            "scaling_downstream.csv. Plots: " +
+            ", ".join(f"`{p}`" for p in PLOTS) + ".", ""]
+  return "\n".join(lines)
+
+
+def _two_phase(rows):
+  named = {r["run"]: r for r in rows if r["study"] == "two_phase"}
+  lines = ["", "## Two phases against one (LAMB at B0)", "",
+           "| run | sequence | steps | examples | MLM acc | MLM loss | wall |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+  for name in ("two_phase_1", "two_phase_2", "single_phase_long"):
+    if name in named:
+      r = named[name]
+      lines.append(f"| {name} | {r['seq_length']} | {r['steps']:,} | "
+                   f"{r['examples']:,} | {r['eval_mlm_accuracy']:.4f} | "
+                   f"{r['eval_mlm_loss']:.3f} | {r['wall_minutes']:.1f} min |")
+  if "two_phase_1" in named and "two_phase_2" in named:
+    total = named["two_phase_1"]["wall_minutes"] + named["two_phase_2"][
+        "wall_minutes"]
+    lines.append(f"| two phases in all | | | | "
+                 f"{named['two_phase_2']['eval_mlm_accuracy']:.4f} | "
+                 f"{named['two_phase_2']['eval_mlm_loss']:.3f} | "
+                 f"{total:.1f} min |")
+  lines += ["", "Phase 1's metrics are at its short length; phase 2's and "
+            "the single-phase run's at the long one."]
+  return lines
+
+
+def _downstream(downstream):
+  lines = ["", "## Downstream: fine-tuned on the offline task", "",
+           "| encoder | pretraining run | seeds | median accuracy | min - "
+           "max | median eval loss |", "|---|---|---:|---:|---:|---:|"]
+  for encoder in dict.fromkeys(r["encoder"] for r in downstream):
+    mine = [r for r in downstream if r["encoder"] == encoder]
+    if not mine:
+      continue
+    acc = [r["eval_accuracy"] for r in mine]
+    lines.append(
+        f"| {encoder} | {mine[0]['pretrain_run']} | {len(mine)} | "
+        f"{statistics.median(acc):.4f} | {min(acc):.4f} - {max(acc):.4f} | "
+        f"{statistics.median(r['eval_loss'] for r in mine):.4f} |")
+  if downstream:
+    lines += ["", f"Task {downstream[0]['task']} (configs/finetune.gin), "
+              f"{downstream[0]['steps']:,} steps a run (scripts/reproduce.py's "
+              "FINETUNE_STEPS), seeds as listed in scaling_downstream.csv."]
+  return lines
+
+
+def _plots(rows, runs_dir, out_dir):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  scaling = [r for r in rows if r["study"] == "scaling"]
+  best = best_rows(rows)
+  is_best = lambda r: best.get((r["optimizer"], r["batch_multiplier"])) is r
+  palette = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")
+  colors = dict(zip(sorted({r["batch_multiplier"] for r in scaling}),
+                    palette))
+  styles = {"LAMB": "-", "AdamW": "--"}
+
+  def save(fig, ax, name, **legend):
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(**legend)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, name), dpi=110)
+    plt.close(fig)
+
+  # Final eval MLM accuracy against batch: best lr per optimizer, all faint.
+  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  for optimizer, marker in zip(OPTIMIZERS, "os"):
+    mine = [r for r in scaling if r["optimizer"] == optimizer]
+    ax.scatter([r["global_batch"] for r in mine],
+               [r["eval_mlm_accuracy"] for r in mine], marker=marker,
+               alpha=0.3, color="gray")
+    top = sorted((r for r in best.values() if r["optimizer"] == optimizer),
+                 key=lambda r: r["global_batch"])
+    ax.plot([r["global_batch"] for r in top],
+            [r["eval_mlm_accuracy"] for r in top], styles[optimizer],
+            marker=marker, label=f"{optimizer} (best lr)")
+  ax.set_xscale("log", base=2)
+  batches = sorted({r["global_batch"] for r in scaling})
+  if batches:
+    ax.set_xticks(batches)
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+  ax.set_xlabel("global batch (the same examples: steps = examples / batch)")
+  ax.set_ylabel("final held-out MLM accuracy")
+  ax.set_title("MLM accuracy vs batch (gray: every learning rate)")
+  save(fig, ax, PLOTS[0])
+
+  # Eval MLM loss against examples seen.
+  fig, ax = plt.subplots(figsize=(7.5, 4.8))
+  for r in sorted(scaling, key=lambda r: (r["optimizer"],
+                                          r["batch_multiplier"])):
+    evals = [m for m in read_metrics(os.path.join(runs_dir,
+                                                            r["run"]))
+             if "eval_mlm_loss" in m]
+    ax.plot([m["step"] * r["global_batch"] for m in evals],
+            [m["eval_mlm_loss"] for m in evals],
+            styles[r["optimizer"]], color=colors[r["batch_multiplier"]],
+            marker="o", markersize=3, alpha=1.0 if is_best(r) else 0.2,
+            label=(f"{r['optimizer']} batch {r['global_batch']} lr "
+                   f"{r['peak_lr']:.2g}" if is_best(r) else None))
+  ax.set_xlabel("examples seen")
+  ax.set_ylabel("held-out MLM loss")
+  ax.set_title("Eval MLM loss (solid: LAMB, dashed: AdamW; faint: other lrs)")
+  save(fig, ax, PLOTS[1], fontsize=7, ncol=2)
+
+  # Gradient noise scale against step, the batch sizes as lines.
+  fig, ax = plt.subplots(figsize=(7.5, 4.8))
+  for r in sorted(best.values(), key=lambda r: (r["optimizer"],
+                                                r["batch_multiplier"])):
+    logged = [m for m in read_metrics(os.path.join(runs_dir,
+                                                             r["run"]))
+              if "gradient_noise_scale" in m]
+    ax.plot([m["step"] / r["steps"] for m in logged],
+            [m["gradient_noise_scale"] for m in logged],
+            styles[r["optimizer"]], color=colors[r["batch_multiplier"]],
+            marker=".", label=f"{r['optimizer']} batch {r['global_batch']}")
+  for k, color in colors.items():
+    b = next(r["global_batch"] for r in scaling if r["batch_multiplier"] == k)
+    ax.axhline(b, color=color, linestyle=":", linewidth=1)
+    ax.text(1.0, b, f" batch {b}", color=color, fontsize=7, va="bottom",
+            ha="right")
+  ax.set_yscale("log")
+  ax.set_xlabel("fraction of the run (step / steps)")
+  ax.set_ylabel("gradient noise scale B_simple (examples)")
+  ax.set_title("Noise scale (best lr per run) against the batches (dotted)")
+  save(fig, ax, PLOTS[2], fontsize=7, ncol=2)
+
+  # Two phases against one: eval MLM accuracy at the long length.
+  named = {r["run"]: r for r in rows if r["study"] == "two_phase"}
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for name, style in (("two_phase_1", ":o"), ("two_phase_2", "-o"),
+                      ("single_phase_long", "--s")):
+    if name not in named:
+      continue
+    r = named[name]
+    offset = (named["two_phase_1"]["examples"] if name == "two_phase_2" and
+              "two_phase_1" in named else 0)
+    evals = [m for m in read_metrics(os.path.join(runs_dir, name))
+             if "eval_mlm_accuracy" in m]
+    ax.plot([offset + m["step"] * r["global_batch"] for m in evals],
+            [m["eval_mlm_accuracy"] for m in evals], style, markersize=3,
+            label=f"{name}: seq {r['seq_length']}, {r['wall_minutes']:.1f} "
+            "min")
+  ax.set_xlabel("examples seen (both phases)")
+  ax.set_ylabel("held-out MLM accuracy (at the run's length)")
+  ax.set_title("Two phases vs one long phase (LAMB at B0)")
+  save(fig, ax, PLOTS[3], fontsize=8)
+
+
+def write_outputs(runs: Sequence, jobs: Sequence, recipe, settings,
+                  runs_dir: str, out_dir: str, command: str):
+  """scaling.csv, scaling_downstream.csv, scaling.md and the plots, from
+  the runs finished so far."""
+  rows = [row for row in (read_result(runs_dir, r.name)
+                          for r in runs) if row]
+  downstream = [row for row in (read_result(runs_dir, j.name)
+                                for j in jobs if j.kind == "finetune") if row]
+  _write_csv(rows, CSV_COLUMNS, os.path.join(out_dir, "scaling.csv"))
+  _write_csv(downstream, DOWNSTREAM_COLUMNS,
+             os.path.join(out_dir, "scaling_downstream.csv"))
+  total = len(runs) + sum(j.kind == "finetune" for j in jobs)
+  wall = sum(r["wall_minutes"] for r in rows + downstream)
+  # From the first run's start to the last one's end: the study's wall time
+  # (with any pause between sessions of a resumed study).
+  everything = [row for row in (read_result(runs_dir, j.name) for j in jobs)
+                if row and "started" in row]
+  span = (max(r["ended"] for r in everything) -
+          min(r["started"] for r in everything)) / 60 if everything else 0.0
+  with open(os.path.join(out_dir, "scaling.md"), "w") as f:
+    f.write(_markdown(rows, downstream, settings, recipe, command, total,
+                      wall, span))
+  _plots(rows, runs_dir, out_dir)
