@@ -650,7 +650,10 @@ def train(model_dir, data_dir=None, strategy=None, gradient_hook=None,
                   max_consecutive_skips=max_consecutive_skips)
   finally:
     if not chief:
-      tf.io.gfile.rmtree(ckpt_dir)
+      try:
+        tf.io.gfile.rmtree(ckpt_dir)
+      except (tf.errors.OpError, OSError):
+        pass  # Scratch in the system's temp directory: not worth an error.
 
 
 def _train(strategy, plan, chief, ckpt_dir, *, model_dir, data_dir,
