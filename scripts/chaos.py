@@ -41,7 +41,8 @@ The faults, taken in turn:
                 steps.
 
 With `--workers 2` each run is a two-worker job on 127.0.0.1
-(MultiWorkerMirroredStrategy, `--worker_timeout=5`), compared with an
+(MultiWorkerMirroredStrategy, `--worker_timeout` from the flag of that
+name), compared with an
 uninterrupted two-worker run, and the faults are:
 
   kill_chief          SIGKILL worker 0 (the chief) at a random moment.
@@ -88,6 +89,9 @@ flags.DEFINE_integer("trials", 20, "Faulted runs, the fault kinds in turn.")
 flags.DEFINE_integer("workers", 1, "1: one process; 2: a two-worker job "
                      "on 127.0.0.1 (MultiWorkerMirroredStrategy), faults at "
                      "either worker.")
+flags.DEFINE_float("worker_timeout", 30, "With --workers 2: the jobs' "
+                   "--worker_timeout, seconds (a worker starved of CPU for "
+                   "longer is taken for lost).")
 flags.DEFINE_integer("seed", 0, "Seeds the choice of fault moments.")
 flags.DEFINE_string("work_dir", None, "Where runs go (default: a temporary "
                     "directory, removed at the end unless --keep).")
@@ -113,7 +117,6 @@ MAX_STARTS = 4
 # Two workers (--workers=2): faults at either worker.
 WORKER_KINDS = ("kill_chief", "kill_worker", "kill_between_saves",
                 "kill_worker_save", "sigterm_worker")
-WORKER_TIMEOUT = 5  # --worker_timeout, seconds.
 # A worker that outlives the other by this much counts as hung.
 LOST_WORKER_S = 120
 
@@ -188,7 +191,8 @@ class Job:
         model_dir, data_dir, f"{log_prefix}.w{i}.log",
         env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {
             "type": "worker", "index": i}})},
-        flags_=[f"--worker_timeout={WORKER_TIMEOUT}"]) for i in range(2)]
+        flags_=[f"--worker_timeout={FLAGS.worker_timeout}"])
+                 for i in range(2)]
 
   def wait(self):
     """Exit codes and outputs of both workers. A worker still running
