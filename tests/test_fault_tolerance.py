@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import assert_identical
+from conftest import assert_same
 from conftest import cli_args
 from conftest import free_port
 from conftest import mirrored
@@ -281,13 +282,17 @@ def test_resume_with_another_number_of_workers(
   _crash_after(one, 4)
   run(one, data_dir, *EXACT, strategy=mirrored())
   assert "reading its batches again" in capsys.readouterr().out
-  assert_identical(two_worker_reference, one)
+  # Two processes' kernels may split their sums differently from one
+  # process's two devices: the same examples give the same result to
+  # rounding (other examples would differ in the second digit).
+  assert_same(two_worker_reference, one, rtol=1e-5)
   # Saved by one process, resumed by two workers.
   two = tmp_path / "two"
   shutil.copytree(one, two)
   _crash_after(two, 6)
-  _two_workers(two, data_dir, *EXACT)
-  assert_identical(one, two)
+  outs = _two_workers(two, data_dir, *EXACT)
+  assert all("reading its batches again" in o for o in outs), outs
+  assert_same(one, two, rtol=1e-5)
 
 
 def test_float16_overflows_do_not_stop_the_run(data_dir, tmp_path):
