@@ -40,6 +40,23 @@ The faults, taken in turn:
                 SIGKILL; compared with a reference run with the same NaN
                 steps.
 
+With `--workers 2` each run is a two-worker job on 127.0.0.1
+(MultiWorkerMirroredStrategy, `--worker_timeout` from the flag of that
+name), compared with an
+uninterrupted two-worker run, and the faults are:
+
+  kill_chief          SIGKILL worker 0 (the chief) at a random moment.
+  kill_worker         SIGKILL worker 1 at a random moment.
+  kill_between_saves  SIGKILL worker 1 as soon as the chief has written a
+                      random checkpoint N: usually before worker 1 has saved
+                      its input position of N (the line says which).
+  kill_worker_save    SIGKILL worker 1 while it writes its input position.
+  sigterm_worker      SIGTERM to worker 1: both must stop after the same
+                      step with exit 143.
+
+After a fault the other worker must end too (it loses its peer); then both
+are restarted with the same command until the job finishes.
+
 A trial "resumed exactly" when its final checkpoint (weights, m/v slots,
 iterations, dropout RNG, step) and every logged loss equal the reference's
 bit for bit. It "lost work" when they differ, when it does not finish, or
@@ -55,6 +72,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -68,6 +86,12 @@ import data
 from trainer import checkpointing
 
 flags.DEFINE_integer("trials", 20, "Faulted runs, the fault kinds in turn.")
+flags.DEFINE_integer("workers", 1, "1: one process; 2: a two-worker job "
+                     "on 127.0.0.1 (MultiWorkerMirroredStrategy), faults at "
+                     "either worker.")
+flags.DEFINE_float("worker_timeout", 30, "With --workers 2: the jobs' "
+                   "--worker_timeout, seconds (a worker starved of CPU for "
+                   "longer is taken for lost).")
 flags.DEFINE_integer("seed", 0, "Seeds the choice of fault moments.")
 flags.DEFINE_string("work_dir", None, "Where runs go (default: a temporary "
                     "directory, removed at the end unless --keep).")
@@ -90,13 +114,19 @@ DAMAGE = ("truncate_data", "flip_data", "truncate_index", "delete_data",
 NONFINITE = "3,7"  # tests.faulty_main --nonfinite_steps.
 STEPS = 12  # train.total_steps above.
 MAX_STARTS = 4
+# Two workers (--workers=2): faults at either worker.
+WORKER_KINDS = ("kill_chief", "kill_worker", "kill_between_saves",
+                "kill_worker_save", "sigterm_worker")
+# A worker that outlives the other by this much counts as hung.
+LOST_WORKER_S = 120
 
 
 class Run:
   """One `python -m trainer.main` process (`tests.faulty_main` with
   `faults`), its output going to a log file."""
 
-  def __init__(self, model_dir, data_dir, log, faults=None):
+  def __init__(self, model_dir, data_dir, log, faults=None, env=None,
+               flags_=()):
     self.log = log
     self.started = time.time()
     entry = (["tests.faulty_main", f"--nonfinite_steps={faults}"] if faults
@@ -105,9 +135,10 @@ class Run:
       self.proc = subprocess.Popen(
           [sys.executable, "-m", *entry,
            f"--gin_file={os.path.join(ROOT, 'configs', 'tiny.gin')}",
-           f"--model_dir={model_dir}", f"--data_dir={data_dir}"] +
+           f"--model_dir={model_dir}", f"--data_dir={data_dir}", *flags_] +
           [f"--gin_bindings={b}" for b in BINDINGS],
-          cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+          cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+          env={**os.environ, **(env or {})})
 
   def wait_for(self, marker):
     """Seconds from the start until the log shows `marker` (None: ended)."""
@@ -118,10 +149,11 @@ class Run:
       time.sleep(0.01)
     return None
 
-  def signal_after(self, marker, seconds, signum):
-    """Sends `signum` `seconds` after the log shows `marker` (None: after
-    the start); returns False when the run had ended by then."""
-    if marker and self.wait_for(marker) is None:
+  def signal_after(self, marker, seconds, signum, watch=None):
+    """Sends `signum` `seconds` after the log of `watch` (default: this
+    run) shows `marker` (None: after the start); returns False when the run
+    had ended by then."""
+    if marker and (watch or self).wait_for(marker) is None:
       return False
     deadline = time.time() + seconds
     while time.time() < deadline and self.proc.poll() is None:
@@ -135,7 +167,7 @@ class Run:
     """SIGKILLs the run as soon as a checkpoint write is seen under way."""
     while self.proc.poll() is None:
       try:
-        names = os.listdir(model_dir)
+        names = os.listdir(model_dir) if os.path.isdir(model_dir) else []
       except FileNotFoundError:
         names = []
       if any(m in n for n in names for m in ("_temp", "tempstate", ".tmp")):
@@ -148,6 +180,47 @@ class Run:
     self.proc.wait(timeout=900)
     with open(self.log) as f:
       return self.proc.returncode, f.read()
+
+
+class Job:
+  """A two-worker job on 127.0.0.1: `runs[0]` is worker 0, the chief."""
+
+  def __init__(self, model_dir, data_dir, log_prefix):
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}
+    self.runs = [Run(
+        model_dir, data_dir, f"{log_prefix}.w{i}.log",
+        env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {
+            "type": "worker", "index": i}})},
+        flags_=[f"--worker_timeout={FLAGS.worker_timeout}"])
+                 for i in range(2)]
+
+  def wait(self):
+    """Exit codes and outputs of both workers. A worker still running
+    `LOST_WORKER_S` seconds after the other ended is killed (code None)."""
+    ended = None
+    while any(r.proc.poll() is None for r in self.runs):
+      if ended is None and any(r.proc.poll() is not None for r in self.runs):
+        ended = time.time()
+      if ended and time.time() - ended > LOST_WORKER_S:
+        for r in self.runs:
+          if r.proc.poll() is None:
+            r.proc.kill()
+            r.proc.wait()
+            r.hung = True
+      time.sleep(0.05)
+    codes = [None if getattr(r, "hung", False) else r.proc.returncode
+             for r in self.runs]
+    outs = []
+    for r in self.runs:
+      with open(r.log) as f:
+        outs.append(f.read())
+    return codes, outs
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
 
 
 def _checkpoint_steps(model_dir):
@@ -273,11 +346,87 @@ def trial(kind, index, work, data_dir, references, rng):
   return delivered, exact and not lost, lost, note, problems, starts
 
 
+def _kill_between_saves(model_dir, chief, worker, rng):
+  """SIGKILLs worker 1 as soon as the chief has written a random
+  checkpoint N. Returns (delivered, note): the note says whether worker 1
+  had saved its input position of N yet."""
+  step = rng.randint(2, STEPS - 1)
+  index = os.path.join(model_dir, f"ckpt-{step}.index")
+  own = os.path.join(model_dir, "input_of_2_hosts", "host1",
+                     f"ckpt-{step}.index")
+  while not os.path.exists(index):
+    if chief.proc.poll() is not None or worker.proc.poll() is not None:
+      return False, ""
+    time.sleep(0.0005)
+  saved = os.path.exists(own)
+  worker.proc.kill()
+  return True, f"ckpt-{step}: " + ("after both saves" if saved else
+                                   "between the chief's save and worker 1's")
+
+
+def worker_trial(kind, index, work, data_dir, reference, rng):
+  """`trial` for a two-worker job: a fault at one worker, then restarts of
+  both until the job finishes. Returns what `trial` returns."""
+  model_dir = os.path.join(work, f"trial{index:03d}_{kind}")
+  _, (start_s, train_s) = reference
+  job = Job(model_dir, data_dir, f"{model_dir}.0")
+  chief, worker = job.runs
+  target = chief if kind == "kill_chief" else worker
+  signum = signal.SIGTERM if kind == "sigterm_worker" else signal.SIGKILL
+  note, problems, expected = "", [], 0
+  if kind == "kill_between_saves":
+    delivered, note = _kill_between_saves(model_dir, chief, worker, rng)
+  elif kind == "kill_worker_save":
+    delivered = worker.kill_during_save(
+        os.path.join(model_dir, "input_of_2_hosts", "host1"))
+  elif rng.random() < 0.25:  # During start-up.
+    delivered = target.signal_after(None, rng.uniform(0, start_s), signum)
+  else:  # In the step after a random step's log line (the chief's).
+    delivered = target.signal_after(
+        f"step {rng.randint(1, STEPS)}/",
+        rng.uniform(0, 2 * train_s / STEPS), signum, watch=chief)
+  codes, outs = job.wait()
+  if kind == "sigterm_worker" and delivered:
+    stop = re.search(r"stopped on SIGTERM after step (\d+)", outs[0])
+    if codes == [143, 143] and stop:
+      expected = int(stop.group(1))
+      note = f"both exit 143 at step {expected}"
+    elif codes[1] in (0, -signal.SIGTERM):
+      note = f"exits {codes} (outside training)"
+    else:
+      problems.append(f"SIGTERM gave exits {codes}")
+  if None in codes:
+    problems.append(f"a worker outlived the other by {LOST_WORKER_S} s")
+  starts = 1
+  while codes != [0, 0] and starts < MAX_STARTS:
+    expected = max([expected] + [
+        s for s, prefix in _checkpoint_steps(model_dir).items()
+        if checkpointing.damage(prefix) is None])
+    job = Job(model_dir, data_dir, f"{model_dir}.{starts}")
+    codes, outs = job.wait()
+    starts += 1
+    resumed = [_resumed_step(o) for o in outs]
+    if min(resumed) < expected or resumed[0] != resumed[1]:
+      problems.append(f"restart {starts - 1} began at steps {resumed}, not "
+                      f"{expected}")
+  finished = codes == [0, 0]
+  exact = finished and _same(model_dir, reference[0])
+  lost = not exact or any("began at step" in p for p in problems)
+  if not finished:
+    problems.append(f"did not finish: exits {codes}, see "
+                    f"{job.runs[0].log}")
+  elif not exact:
+    problems.append("result differs from the reference")
+  return delivered, exact and not lost, lost, note, problems, starts
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if FLAGS.trials < 1:
     raise app.UsageError("--trials must be >= 1")
+  if FLAGS.workers not in (1, 2):
+    raise app.UsageError("--workers must be 1 or 2")
   rng = random.Random(FLAGS.seed)
   work = FLAGS.work_dir or tempfile.mkdtemp(prefix="chaos_")
   os.makedirs(work, exist_ok=True)
@@ -286,12 +435,21 @@ def main(argv):
                        max_seq_length=32)
 
   references = {}
-  for faults in (None, NONFINITE):
+  two = FLAGS.workers == 2
+  kinds = WORKER_KINDS if two else KINDS
+  for faults in (None,) if two else (None, NONFINITE):
     path = os.path.join(work, f"reference{'_nonfinite' if faults else ''}")
     shutil.rmtree(path, ignore_errors=True)
-    run = Run(path, data_dir, path + ".log", faults)
-    start_s = run.wait_for("step 1/")
-    code, _ = run.wait()
+    if two:
+      job = Job(path, data_dir, path)
+      run = job.runs[0]
+      start_s = run.wait_for("step 1/")
+      codes, _ = job.wait()
+      code = max(abs(c if c is not None else 1) for c in codes)
+    else:
+      run = Run(path, data_dir, path + ".log", faults)
+      start_s = run.wait_for("step 1/")
+      code, _ = run.wait()
     if code != 0 or start_s is None:
       sys.exit(f"error: the reference run failed (exit {code}); see "
                f"{run.log}")
@@ -303,9 +461,13 @@ def main(argv):
   rows = collections.defaultdict(collections.Counter)
   failures = []
   for i in range(FLAGS.trials):
-    kind = KINDS[i % len(KINDS)]
-    delivered, exact, lost, note, problems, starts = trial(
-        kind, i, work, data_dir, references, rng)
+    kind = kinds[i % len(kinds)]
+    if two:
+      delivered, exact, lost, note, problems, starts = worker_trial(
+          kind, i, work, data_dir, references[None], rng)
+    else:
+      delivered, exact, lost, note, problems, starts = trial(
+          kind, i, work, data_dir, references, rng)
     row = rows[kind]
     row["trials"] += 1
     row["delivered"] += delivered
@@ -314,7 +476,7 @@ def main(argv):
     row["failed"] += bool(problems) and not lost
     failures += [f"trial {i} ({kind}): {p}" for p in problems]
     status = "exact" if exact else "LOST" if lost else "FAILED"
-    print(f"trial {i:3d} {kind:13s} {'fault' if delivered else 'missed':6s} "
+    print(f"trial {i:3d} {kind:18s} {'fault' if delivered else 'missed':6s} "
           f"{starts} start(s)  {status}  {note}", flush=True)
 
   header = ("fault", "trials", "delivered", "resumed exactly", "lost work",
@@ -322,7 +484,7 @@ def main(argv):
   print("\n| " + " | ".join(header) + " |")
   print("|" + "|".join("---" for _ in header) + "|")
   total = collections.Counter()
-  for kind in KINDS:
+  for kind in kinds:
     if kind in rows:
       total.update(rows[kind])
       r = rows[kind]

@@ -17,8 +17,10 @@ import pytest
 import tensorflow as tf
 
 from conftest import assert_identical
+from conftest import assert_same
 from conftest import cli_args
 from conftest import free_port
+from conftest import mirrored
 from conftest import ROOT
 from conftest import run
 from trainer import checkpointing
@@ -205,3 +207,119 @@ def test_lost_worker_ends_the_job_in_bounded_time(data_dir, tmp_path):
   errors = [l for l in out.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and "Traceback" not in out, out
   assert f"lost worker 1 (127.0.0.1:{ports[1]})" in errors[0], errors
+
+
+def _two_workers(model_dir, data_dir, *bindings):
+  """Runs a two-worker job on 127.0.0.1 to the end; returns both outputs.
+  The heartbeat timeout is long: on a busy machine a worker can be starved
+  for a minute."""
+  ports = [free_port(), free_port()]
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  procs = [subprocess.Popen(
+      [sys.executable, "-u", "-m", "trainer.main", "--worker_timeout=600",
+       *cli_args(model_dir, data_dir, *bindings)],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      env={**os.environ, "TF_CONFIG": json.dumps(
+          {"cluster": cluster, "task": {"type": "worker", "index": i}})})
+           for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+      p.wait()
+  assert all(p.returncode == 0 for p in procs), outs
+  return outs
+
+
+def _crash_after(model_dir, step):
+  """Leaves `model_dir` as a crash after checkpoint `step` would have: no
+  later checkpoint or record."""
+  for path in glob.glob(str(model_dir / "ckpt-*")):
+    if checkpointing.checkpoint_step(path.split(".")[0]) > step:
+      os.remove(path)
+  tf.compat.v1.train.update_checkpoint_state(
+      str(model_dir), str(model_dir / f"ckpt-{step}"))
+  with open(model_dir / "metrics.jsonl") as f:
+    kept = [line for line in f if json.loads(line)["step"] <= step]
+  with open(model_dir / "metrics.jsonl", "w") as f:
+    f.writelines(kept)
+
+
+@pytest.fixture(scope="module")
+def two_worker_reference(data_dir, tmp_path_factory):
+  """An uninterrupted two-worker run with the `EXACT` settings."""
+  path = tmp_path_factory.mktemp("two_workers")
+  outs = _two_workers(path, data_dir, *EXACT)
+  assert "2 replica(s)" in outs[0]
+  # Each host saved its input position; worker 1's scratch copy is gone.
+  assert glob.glob(str(path / "input_of_2_hosts" / "host1" / "ckpt-8.index"))
+  return path
+
+
+def test_two_workers_resume_without_a_workers_input_position(
+    data_dir, two_worker_reference, tmp_path):
+  # The chief saved checkpoint 4 and worker 1 died before saving its input
+  # position of step 4: the restart resumes from 4 anyway.
+  run_dir = tmp_path / "run"
+  shutil.copytree(two_worker_reference, run_dir)
+  _crash_after(run_dir, 4)
+  for path in glob.glob(str(run_dir / "input_of_2_hosts" / "host1" /
+                            "ckpt-4*")):
+    os.remove(path)
+  outs = _two_workers(run_dir, data_dir, *EXACT)
+  assert all("resumed from" in o and "at step 4" in o for o in outs), outs
+  assert "reading its batches again" in outs[1], outs[1]
+  assert "reading its batches again" not in outs[0], outs[0]
+  assert_identical(two_worker_reference, run_dir)
+
+
+def test_resume_with_another_number_of_workers(
+    data_dir, two_worker_reference, tmp_path, capsys):
+  # Saved by two workers, resumed by one process (two local replicas).
+  one = tmp_path / "one"
+  shutil.copytree(two_worker_reference, one)
+  _crash_after(one, 4)
+  run(one, data_dir, *EXACT, strategy=mirrored())
+  assert "reading its batches again" in capsys.readouterr().out
+  # Two processes' kernels may split their sums differently from one
+  # process's two devices: the same examples give the same result to
+  # rounding (other examples would differ in the second digit).
+  assert_same(two_worker_reference, one, rtol=1e-5)
+  # Saved by one process, resumed by two workers.
+  two = tmp_path / "two"
+  shutil.copytree(one, two)
+  _crash_after(two, 6)
+  outs = _two_workers(two, data_dir, *EXACT)
+  assert all("reading its batches again" in o for o in outs), outs
+  assert_same(one, two, rtol=1e-5)
+
+
+def test_float16_overflows_do_not_stop_the_run(data_dir, tmp_path):
+  # NaN gradients with finite losses are what a loss-scale overflow looks
+  # like: three in a row, with a limit of two, are skipped and counted but
+  # do not stop the run; the LossScaleOptimizer advances its iterations on
+  # a skipped step (its contract) and halves the loss scale each time. (The
+  # initial scale, 2**15, also overflows at step 1 here: 4 skips in all.)
+  run(tmp_path, data_dir, 'train.mixed_precision = "float16"',
+      "train.steps_per_loop = 1", "train.max_consecutive_skips = 2",
+      gradient_hook=_nan_at("3-5"))
+  state = checkpointing.saved_state(tf.train.latest_checkpoint(
+      str(tmp_path)))
+  assert int(state["skipped_steps/.ATTRIBUTES/VARIABLE_VALUE"]) >= 3
+  assert int(state["consecutive_skips/.ATTRIBUTES/VARIABLE_VALUE"]) == 0
+  iterations = [v for k, v in state.items() if k.endswith("iter/.ATTRIBUTES/"
+                                                          "VARIABLE_VALUE")]
+  assert [int(v) for v in iterations] == [8], state.keys()
+
+
+def test_accelerators_check_skips_at_loop_ends(data_dir, tmp_path,
+                                               monkeypatch):
+  # As on a TPU or GPU: the host does not wait on each step, so a run of
+  # skips is seen at the end of the host loop (steps 5 to 8 here).
+  monkeypatch.setattr(train_lib, "_has_accelerator", lambda strategy: True)
+  with pytest.raises(train_lib.TrainingError,
+                     match=r"6 consecutive non-finite steps \(steps 3 to 8\)"):
+    run(tmp_path, data_dir, "train.steps_per_loop = 4",
+        "train.checkpoint_every_steps = 4", "train.max_consecutive_skips = 3",
+        gradient_hook=_nan_at("3-100"))

@@ -7,7 +7,18 @@ damaged later (a truncated copy, a bad disk, a partial upload), so on start
 each candidate, newest first, is read back in full before it is trusted:
 reading checks every tensor's CRC32C and length. A damaged one is reported in
 one line and the next older one is used; when every checkpoint is damaged the
-run stops instead of silently starting from scratch.
+run stops instead of silently starting from scratch. In a multi-worker job
+only the chief reads the candidates; the others take its choice
+(`trainer.distribute.chief_value`).
+
+The input position is saved apart from the model: with one input pipeline
+in the checkpoint itself (`train_iterator`), with n > 1 in one small
+checkpoint per host under `input_dir(model_dir, n, host)`, saved under the
+same numbers. Those files are a shortcut, not a requirement: the input
+pipeline yields the same global batches for any number of hosts, so a
+host whose file is missing, damaged or saved for another number of hosts
+reaches the position by reading its share of the first `step` batches again
+(`trainer.train`), which costs input time but changes no result.
 """
 
 import os
@@ -105,6 +116,29 @@ def newest_intact(model_dir, warn):
         f"({damaged[0][1]}), and {len(damaged) - 1} older one(s) too; move "
         f"them away to start from scratch")
   return None
+
+
+def input_dir(model_dir, pipelines, host):
+  """Where host `host` of a job with `pipelines` input pipelines (> 1) saves
+  its input position; the count is in the name, so that a job restarted
+  with another number of hosts never reads a position of another split."""
+  return os.path.join(model_dir, f"input_of_{pipelines}_hosts", f"host{host}")
+
+
+def input_position(model_dir, prefix, pipelines, host):
+  """The checkpoint prefix holding this host's input position for the
+  checkpoint `prefix`, or None when it was not saved (see the module
+  docstring)."""
+  if pipelines == 1:
+    try:
+      names = tf.train.load_checkpoint(prefix).get_variable_to_dtype_map()
+    except (tf.errors.OpError, ValueError):
+      return None
+    return prefix if any(n.startswith("train_iterator/") for n in names) else (
+        None)
+  saved = os.path.join(input_dir(model_dir, pipelines, host),
+                       os.path.basename(prefix))
+  return saved if tf.io.gfile.exists(saved + ".index") else None
 
 
 def point_to(model_dir, prefix):

@@ -1,8 +1,10 @@
 """Where training runs: one device, several GPUs or CPUs, several hosts, TPU."""
 
+import glob
 import json
 import os
 import re
+import sys
 import threading
 
 import tensorflow as tf
@@ -28,28 +30,42 @@ def split_cpu(num_replicas):
         cpus[0], [tf.config.LogicalDeviceConfiguration()] * num_replicas)
 
 
+def local_tpu_chips():
+  """The device files of TPU chips attached to this machine (a Cloud TPU
+  VM: /dev/accel* up to v4, /dev/vfio/<n> from v5e on)."""
+  return sorted(glob.glob("/dev/accel*") + glob.glob("/dev/vfio/[0-9]*"))
+
+
 def _connect_tpu(tpu, timeout_s):
-  """Connects to a Cloud TPU, failing after `timeout_s` instead of hanging."""
-  result = {}
+  """Connects to a Cloud TPU ("local": this VM's chips), in this thread.
 
-  def connect():
-    try:
-      resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-      tf.config.experimental_connect_to_cluster(resolver)
-      tf.tpu.experimental.initialize_tpu_system(resolver)
-      result["resolver"] = resolver
-    except Exception as e:  # pylint: disable=broad-except
-      result["error"] = e
+  The connection is made by the thread that trains: TensorFlow keeps device
+  scopes per thread, so a helper thread's connection would leave the
+  training thread's default device unset. Python cannot interrupt a call
+  that hangs in TensorFlow's C++ (an unreachable address is retried for
+  minutes), so a watchdog thread ends the process with one line and exit
+  status 1 after `timeout_s`; nothing has been written by then.
+  """
+  done = threading.Event()
 
-  thread = threading.Thread(target=connect, daemon=True)
-  thread.start()
-  thread.join(timeout_s)
-  if "resolver" in result:
-    return result["resolver"]
-  reason = (f"{type(result['error']).__name__}: {result['error']}"
-            if "error" in result else f"no answer within {timeout_s:.0f}s")
-  raise ConnectionError(f"cannot reach TPU {tpu!r}: "
-                        f"{str(reason).splitlines()[0]}")
+  def watchdog():
+    if not done.wait(timeout_s):
+      sys.stderr.write(f"error: cannot reach TPU {tpu!r}: no answer within "
+                       f"{timeout_s:.0f}s (--tpu_timeout)\n")
+      sys.stderr.flush()
+      os._exit(1)  # pylint: disable=protected-access
+
+  threading.Thread(target=watchdog, name="tpu-timeout", daemon=True).start()
+  try:
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+  except Exception as e:  # pylint: disable=broad-except
+    reason = f"{type(e).__name__}: {e}".splitlines()[0]
+    raise ConnectionError(f"cannot reach TPU {tpu!r}: {reason}") from None
+  finally:
+    done.set()
+  return resolver
 
 
 def _configure_heartbeats(cluster, task_type, timeout_s):
@@ -79,16 +95,29 @@ def create_strategy(name="auto", tpu=None, tpu_timeout_s=300.0,
                     worker_timeout_s=60.0):
   """Returns the `tf.distribute.Strategy` called `name`.
 
-  `auto` picks TPU when `tpu` is given, mirrored for more than one GPU or
-  logical CPU device, multi-worker when TF_CONFIG names several tasks, else
-  one device. Multi-worker jobs stop with an error within about
-  `worker_timeout_s` seconds of losing a worker (see `lost_worker`).
+  `auto` picks TPU when `tpu` is given or this machine is a Cloud TPU VM
+  (`local_tpu_chips`; if TensorFlow cannot use them it says so in a line and
+  trains on the CPU), multi-worker when TF_CONFIG names several tasks,
+  mirrored for more than one GPU or logical CPU device, else one device.
+  Multi-worker jobs all-reduce with NCCL when GPUs are present and stop with
+  an error within about `worker_timeout_s` seconds of losing a worker (see
+  `lost_worker`).
   """
   if name not in STRATEGIES:
     raise ValueError(f"unknown --strategy={name!r}; choose one of "
                      f"{', '.join(STRATEGIES)}")
   cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-  if name == "auto" and (tpu or sum(len(v) for v in cluster.values()) > 1):
+  many_hosts = sum(len(v) for v in cluster.values()) > 1
+  if name == "auto" and not tpu and not many_hosts and local_tpu_chips():
+    try:
+      return tf.distribute.TPUStrategy(_connect_tpu("local", tpu_timeout_s))
+    except ConnectionError as e:
+      print(f"warning: this machine has TPU chips "
+            f"({', '.join(local_tpu_chips())}) but TensorFlow cannot use "
+            f"them ({e}); training on the CPU. Install TensorFlow's TPU "
+            f"build or pass --strategy=one_device to silence this",
+            flush=True)
+  if name == "auto" and (tpu or many_hosts):
     name = "tpu" if tpu else "multi_worker"
   if name == "multi_worker":
     if not cluster:
@@ -98,13 +127,22 @@ def create_strategy(name="auto", tpu=None, tpu_timeout_s=300.0,
       raise ValueError(f"--worker_timeout must be > 0, got {worker_timeout_s}")
     task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
     _configure_heartbeats(cluster, task.get("type"), worker_timeout_s)
+    # NCCL between GPUs; on CPU-only hosts TensorFlow's own ring.
+    implementation = (
+        tf.distribute.experimental.CommunicationImplementation.NCCL
+        if tf.config.list_physical_devices("GPU") else
+        tf.distribute.experimental.CommunicationImplementation.AUTO)
     # Created before anything else touches the runtime: collectives must be
     # configured at program start.
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=tf.distribute.experimental.CommunicationOptions(
+            implementation=implementation))
   if name == "tpu":
-    if not tpu:
-      raise ValueError("--strategy=tpu needs --tpu=NAME_OR_GRPC_ADDRESS")
-    return tf.distribute.TPUStrategy(_connect_tpu(tpu, tpu_timeout_s))
+    if not tpu and not local_tpu_chips():
+      raise ValueError("--strategy=tpu needs --tpu=NAME_OR_GRPC_ADDRESS "
+                       "(or a Cloud TPU VM's own chips)")
+    return tf.distribute.TPUStrategy(
+        _connect_tpu(tpu or "local", tpu_timeout_s))
   gpus = tf.config.list_logical_devices("GPU")
   cpus = tf.config.list_logical_devices("CPU")
   if name == "auto":
@@ -121,6 +159,13 @@ def create_strategy(name="auto", tpu=None, tpu_timeout_s=300.0,
         cross_device_ops=tf.distribute.ReductionToOneDevice())
   return tf.distribute.OneDeviceStrategy(
       gpus[0].name if gpus else cpus[0].name)
+
+
+def several_hosts(name, tpu):
+  """Whether `--strategy=name` (and --tpu) makes a multi-worker job."""
+  cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+  return name == "multi_worker" or (
+      name == "auto" and not tpu and sum(len(v) for v in cluster.values()) > 1)
 
 
 def is_chief(strategy):
@@ -144,6 +189,27 @@ def worker_index(strategy):
     return 0
   has_chief = "chief" in resolver.cluster_spec().as_dict()
   return resolver.task_id + (1 if has_chief else 0)
+
+
+def chief_value(strategy, value):
+  """The chief's `value` (an int), on every worker of a multi-worker job.
+
+  Every worker must call it at the same point: it is one all-reduce, so it
+  is also a barrier. Other strategies have one host, the chief: `value` is
+  returned as it is.
+  """
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return value
+  # Each of the chief's local replicas adds the value, the others 0.
+  mine = tf.constant(value if is_chief(strategy) else 0, tf.int64)
+
+  @tf.function
+  def all_reduce():
+    return strategy.run(lambda: tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, mine))
+
+  total = strategy.experimental_local_results(all_reduce())[0]
+  return int(total.numpy()) // len(strategy.extended.worker_devices)
 
 
 def input_context(strategy):

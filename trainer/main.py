@@ -101,9 +101,15 @@ def run(gradient_hook=None):
     if "://" not in path and not os.path.exists(path):
       raise FileNotFoundError(f"gin file {path} does not exist")
   parts, parts_reason = parse_config()
+  from trainer import distribute  # pylint: disable=g-import-not-at-top
+  if not FLAGS.model_dir and distribute.several_hosts(FLAGS.strategy,
+                                                      FLAGS.tpu):
+    # The default is a new directory per host and per start: the workers
+    # would not share it, and a restart could not resume.
+    raise ValueError("a multi-worker job needs --model_dir, the same on "
+                     "every worker (e.g. gs://BUCKET/runs/NAME)")
   import gin  # pylint: disable=g-import-not-at-top
   from trainer import configurables  # pylint: disable=g-import-not-at-top
-  from trainer import distribute  # pylint: disable=g-import-not-at-top
   from trainer import runtime  # pylint: disable=g-import-not-at-top
   # Op threads, devices and the strategy come before anything starts
   # TensorFlow's runtime (so do multi-worker collectives).

@@ -6,9 +6,12 @@ bytecodes, so a plain handler would wait until the `tf.function` running
 `steps_per_loop` steps returns. Here the handler's C half instead wakes a
 watcher thread (through `signal.set_wakeup_fd`); the thread sets a
 `tf.Variable` that the training loop reads before every step (TensorFlow
-releases the GIL while it runs), and the loop ends after that step. All
-replicas and workers combine the flag in the step's all-reduce, so they stop
-after the same step and save one consistent checkpoint.
+releases the GIL while it runs). All replicas and workers combine the flag
+in the step's all-reduce, so they stop after the same step and save one
+consistent checkpoint. On CPU the loop ends right after that step. On TPUs
+and GPUs it ends at the end of the host loop (`train.steps_per_loop`
+steps): ending earlier would make the host wait for every step's result
+before queuing the next (`step.make_train_loop`'s `check_every_step`).
 
 TensorFlow's `tf.distribute.experimental.PreemptionCheckpointHandler` does not
 fit this loop: it checks for preemption between `run` calls, i.e. every

@@ -115,8 +115,15 @@ def make_replica_step(optimizer, variables, grad_fn, *, pieces,
   """`replica_step(batch, stop, step)`, run on each replica by `strategy.run`.
 
   Returns the step's summed metrics, the gradient norm, whether the step
-  was applied (finite), whether any replica was asked to stop, and the
-  gradient noise scale's two terms (`noise_scale.step_terms`).
+  was applied (finite), whether it was a loss-scale overflow (below),
+  whether any replica was asked to stop, and the gradient noise scale's two
+  terms (`noise_scale.step_terms`).
+
+  Under float16's dynamic loss scaling a step is an overflow, not a
+  failure, when every replica's loss is finite, its gradients are not and
+  the loss scale was above 1: the optimizer halves the scale and the next
+  step usually succeeds. Overflows are skipped and counted like any
+  non-finite step, but do not count toward `max_consecutive_skips`.
   """
   loss_scaled = isinstance(optimizer,
                            tf_keras.mixed_precision.LossScaleOptimizer)
@@ -174,8 +181,14 @@ def make_replica_step(optimizer, variables, grad_fn, *, pieces,
     grads, sums, piece_sq = accumulated_grads(batch, counts[0])
     # The one cross-replica all-reduce of the step (a SUM, see
     # `make_grad_fn`); the pieces' squared norms ride along.
-    *grads, piece_sq = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
-                                      grads + [piece_sq])
+    extra = [piece_sq]
+    if loss_scaled:  # How many replicas' losses are not finite.
+      extra.append(1.0 - tf.cast(tf.reduce_all(tf.math.is_finite(sums)),
+                                 tf.float32))
+      scale = tf.cast(optimizer.loss_scale, tf.float32)  # Before this step.
+    reduced = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads + extra)
+    grads, (piece_sq, *bad_losses) = (reduced[:len(grads)],
+                                      reduced[len(grads):])
     if gradient_hook is not None:  # Fault injection, in tests only.
       grads = gradient_hook(grads, step)
     if loss_scaled:
@@ -191,8 +204,11 @@ def make_replica_step(optimizer, variables, grad_fn, *, pieces,
     # The norm is computed from the all-reduced gradients, so every replica
     # takes the same branch. A NaN/Inf loss makes the gradients non-finite.
     ok = tf.math.is_finite(grad_norm)
+    overflow = (tf.logical_and(tf.logical_not(ok), tf.logical_and(
+        tf.equal(bad_losses[0], 0.0), scale > 1.0)) if loss_scaled
+                else tf.constant(False))
     apply_if(optimizer, variables, ok, grads)
-    return sums, grad_norm, ok, counts[1] > 0, noise
+    return sums, grad_norm, ok, overflow, counts[1] > 0, noise
 
   return replica_step
 
@@ -212,7 +228,7 @@ def make_train_loop(strategy, model, optimizer, variables, counters,
                     grad_accumulation_steps, clip_global_norm=None,
                     jit_compile=False, trim_padding=False,
                     parallel_micro_batches=1, max_consecutive_skips=10,
-                    gradient_hook=None):
+                    gradient_hook=None, check_every_step=True):
   """Builds `train_loop(iterator, num_steps)`, a `tf.function`.
 
   With `trim_padding`, each replica sorts its batch by length before
@@ -247,10 +263,19 @@ def make_train_loop(strategy, model, optimizer, variables, counters,
     max_consecutive_skips: stop after this many non-finite steps in a row.
     gradient_hook: `hook(grads, steps_done) -> grads` applied to the
       all-reduced gradients (fault injection in tests; None in training).
+    check_every_step: end the loop early, after the step where a stop was
+      requested or `max_consecutive_skips` was reached. The check makes the
+      host wait for each step's result before it starts the next one; on
+      CPU that costs nothing (the host is the device), on TPUs and GPUs it
+      would keep the host from queuing steps ahead, so there it is False
+      and the caller checks both at the end of the loop, after up to
+      `num_steps` steps (a skipped step changes no weight, so finishing the
+      loop loses nothing but time).
 
   Returns:
     `train_loop(iterator, num_steps)`, which runs up to `num_steps`
-    optimizer steps (fewer on a stop request or `max_consecutive_skips`) and
+    optimizer steps (fewer on a stop request or `max_consecutive_skips`,
+    with `check_every_step`) and
     returns the summed `model_lib.METRIC_SUMS` of the steps, the sum of
     their gradient norms, how many were skipped, the parameter norm and
     LAMB's trust-ratio statistics after the last one (and, with two or more
@@ -287,7 +312,7 @@ def make_train_loop(strategy, model, optimizer, variables, counters,
     stopped = tf.constant(False)
     noise_sums = tf.zeros([2])
     for _ in tf.range(num_steps):
-      sums, grad_norm, ok, stop, noise = strategy.run(
+      sums, grad_norm, ok, overflow, stop, noise = strategy.run(
           replica_step, args=(to_replicas(strategy, next(iterator)),
                               stop_requested.read_value(),
                               counters.step.read_value()))
@@ -297,15 +322,18 @@ def make_train_loop(strategy, model, optimizer, variables, counters,
       skip = 1 - tf.cast(ok, tf.int64)
       skipped += skip
       counters.skipped_total.assign_add(skip)
+      # A loss-scale overflow neither adds to nor ends a run of skips.
+      counted = skip * (1 - tf.cast(first(overflow), tf.int64))
       counters.consecutive_skips.assign(
-          (counters.consecutive_skips + skip) * skip)
+          (counters.consecutive_skips + counted) * skip)
       norm_sum += tf.where(ok, grad_norm, 0.0)
       noise_sums += tf.where(ok, first(noise), 0.0)
-      if counters.consecutive_skips >= max_consecutive_skips:
-        break
-      stopped = first(stop)
-      if stopped:
-        break
+      stopped = tf.logical_or(stopped, first(stop))
+      if check_every_step:
+        if counters.consecutive_skips >= max_consecutive_skips:
+          break
+        if stopped:
+          break
     norms = _last_update_norms(optimizer, variables)
     if pieces > 1:
       norms.update(noise_trace_sum=noise_sums[0],

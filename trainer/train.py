@@ -9,13 +9,17 @@ applied) with logging, evaluation and checkpointing at loop boundaries
 (`_run_loop`).
 
 Checkpoint contents and restore order: `tf.train.Checkpoint(model, optimizer,
-step, train_iterator, dropout_rng, consecutive_skips, skipped_steps)`. On
-start the newest intact checkpoint in `model_dir` is restored (a damaged one
-is reported and skipped, see `checkpointing`): model weights, the input
-iterator's position, the dropout layers' random generators and the skip
-counters at once, the optimizer's iterations and hyperparameters at once, and
-its `m`/`v` slots when the first step creates them (TensorFlow's deferred
-restoration), so the first resumed step uses the saved moments. Without a
+step, dropout_rng, consecutive_skips, skipped_steps)`, plus `train_iterator`
+with one input pipeline; with several hosts each saves its input position
+apart (`checkpointing.input_dir`). On start the chief picks the newest intact
+checkpoint in `model_dir` (a damaged one is reported and skipped, see
+`checkpointing`) and every worker restores that one: model weights, the
+dropout layers' random generators and the skip counters at once, the
+optimizer's iterations and hyperparameters at once, and its `m`/`v` slots
+when the first step creates them (TensorFlow's deferred restoration), so the
+first resumed step uses the saved moments; then the input position, from
+its saved iterator or, where none was saved for this number of hosts, by
+reading the first `step` batches again. Without a
 checkpoint in `model_dir`, `init_checkpoint` warm-starts the model weights
 only (fresh optimizer, schedule and data position), as phase 2 of the paper's
 recipe does.
@@ -31,6 +35,7 @@ import json
 import os
 import tempfile
 import time
+import uuid
 from typing import Optional
 
 import numpy as np
@@ -102,12 +107,19 @@ class Plan:
   precision_reason: str
   parallel_micro_batches: int
   parallel_reason: str
+  accelerator: bool
 
 
 def _check_positive(**values):
   for name, value in values.items():
     if value is None or value <= 0:
       raise ValueError(f"train.{name} must be > 0, got {value}")
+
+
+def _has_accelerator(strategy):
+  """Whether the replicas are TPU cores or GPUs."""
+  return (isinstance(strategy, tf.distribute.TPUStrategy) or
+          bool(tf.config.list_logical_devices("GPU")))
 
 
 def _plan(strategy, dataset, *, total_steps, global_batch_size,
@@ -137,22 +149,24 @@ def _plan(strategy, dataset, *, total_steps, global_batch_size,
                      "which TPUs cannot run; leave it unset on TPU")
   precision, precision_reason = runtime.resolve_mixed_precision(
       mixed_precision, tpu=tpu)
+  accelerator = _has_accelerator(strategy)
   parts, parts_reason = runtime.resolve_parallel_micro_batches(
-      parallel_micro_batches,
-      accelerator=tpu or bool(tf.config.list_logical_devices("GPU")),
+      parallel_micro_batches, accelerator=accelerator,
       local_replicas=len(strategy.extended.worker_devices))
   return Plan(micro_batch=global_batch_size // grad_accumulation_steps,
               trim_padding=(not (jit_compile or tpu) if trim_padding is None
                             else trim_padding),
               precision=precision, precision_reason=precision_reason,
-              parallel_micro_batches=parts, parallel_reason=parts_reason)
+              parallel_micro_batches=parts, parallel_reason=parts_reason,
+              accelerator=accelerator)
 
 
 def _writable_dir(path):
   """Creates `path` and proves it writable, before anything is trained."""
   try:
     tf.io.gfile.makedirs(path)
-    probe = os.path.join(path, ".write_test")
+    # A name of its own: every host of a job probes the same directory.
+    probe = os.path.join(path, f".write_test_{uuid.uuid4().hex}")
     with tf.io.gfile.GFile(probe, "w") as f:
       f.write("ok")
     tf.io.gfile.remove(probe)
@@ -199,37 +213,54 @@ def _datasets(strategy, data_dir, dataset, *, seed, global_batch_size,
   iterators it can be saved in a checkpoint, so a resumed run reads exactly
   the batches it would have. Only training is grouped by length; evaluation
   reads the validation split in its stored order, in micro-batches.
+
+  Returns:
+    (train_batches, eval_data): `train_batches()` builds the training
+    batches anew (a second iterator of one shuffled dataset would get
+    another order, see `_input_iterator`); `eval_data` is a dataset.
   """
   context = distribute.input_context(strategy)
   local_replicas = len(strategy.extended.worker_devices)
   kwargs = dict(dataclasses.asdict(dataset), data_dir=data_dir, seed=seed,
                 repeat=True)
-  train_ds = data.build_dataset(context, split="train", shuffle=True,
-                                global_batch_size=global_batch_size,
-                                **kwargs)
+
+  def train_batches():
+    return batching.host_batches(
+        data.build_dataset(context, split="train", shuffle=True,
+                           global_batch_size=global_batch_size, **kwargs),
+        local_replicas, cut=bool(dataset.bucket_width))
   eval_ds = data.build_dataset(context, split="validation", shuffle=False,
                                global_batch_size=micro_batch,
                                **dict(kwargs, bucket_width=None))
-  return (batching.host_batches(train_ds, local_replicas,
-                                cut=bool(dataset.bucket_width)),
-          batching.host_batches(eval_ds, local_replicas))
+  return train_batches, batching.host_batches(eval_ds, local_replicas)
 
 
 @dataclasses.dataclass
 class State:
-  """Everything a run trains and saves, and its checkpoints."""
+  """Everything a run trains and saves.
+
+  Attributes:
+    checkpoint: the trained state (what every worker restores).
+    train_iterator: this host's input position; set by `_input_iterator`.
+    saved: what this host's checkpoint manager saves: `checkpoint`, plus
+      `train_iterator` with one input pipeline.
+    input_checkpoint: `train_iterator` alone, saved by every host of a job
+      with several input pipelines (None with one).
+  """
   model: tf_keras.Model
   optimizer: tf_keras.optimizers.legacy.Optimizer
   counters: step_lib.Counters
-  train_iterator: object
+  items: dict
   checkpoint: tf.train.Checkpoint
-  input_checkpoint: tf.train.Checkpoint
+  train_iterator: object = None
+  saved: Optional[tf.train.Checkpoint] = None
+  input_checkpoint: Optional[tf.train.Checkpoint] = None
 
 
 def _build_state(strategy, encoder, prepared, dataset, optimizer,
-                 learning_rate, precision, train_data):
-  """The model, optimizer, counters and input position, and their
-  checkpoints (see the module docstring for what is saved)."""
+                 learning_rate, precision):
+  """The model, optimizer and counters, and their checkpoint (see the
+  module docstring for what is saved)."""
   with strategy.scope():
     model = model_lib.build_pretrainer(
         encoder(vocab_size=prepared.vocab_size), dataset.max_seq_length,
@@ -242,52 +273,116 @@ def _build_state(strategy, encoder, prepared, dataset, optimizer,
     # of checkpoints; saving them makes a resumed run continue each random
     # stream instead of restarting it.
     dropout_rng = checkpointing.dropout_generators(model)
-  train_iterator = iter(train_data)
-  ckpt = tf.train.Checkpoint(model=model, optimizer=opt, step=counters.step,
-                             dropout_rng=dropout_rng,
-                             consecutive_skips=counters.consecutive_skips,
-                             skipped_steps=counters.skipped_total)
-  # The chief's checkpoint holds its input position; other hosts keep theirs
-  # in model_dir/input_worker<i>, saved under the same checkpoint numbers.
-  worker = distribute.worker_index(strategy)
-  if worker == 0:
-    ckpt.train_iterator = train_iterator
-  input_ckpt = tf.train.Checkpoint(train_iterator=train_iterator)
-  return State(model, opt, counters, train_iterator, ckpt, input_ckpt)
+  items = dict(model=model, optimizer=opt, step=counters.step,
+               dropout_rng=dropout_rng,
+               consecutive_skips=counters.consecutive_skips,
+               skipped_steps=counters.skipped_total)
+  return State(model, opt, counters, items, tf.train.Checkpoint(**items))
+
+
+def _pipelines(strategy):
+  return distribute.input_context(strategy).num_input_pipelines
 
 
 def _checkpoint_managers(state, strategy, model_dir, ckpt_dir,
                          keep_checkpoints):
   """The managers that save `state`; created after `_restore`, which may
   move the checkpoint pointer past damaged checkpoints."""
-  managers = [tf.train.CheckpointManager(state.checkpoint, ckpt_dir,
-                                         max_to_keep=keep_checkpoints)]
-  worker = distribute.worker_index(strategy)
-  if worker > 0:
+  chief = distribute.is_chief(strategy)
+  # A non-chief's share of the checkpoint is thrown away: one is enough.
+  managers = [tf.train.CheckpointManager(
+      state.saved, ckpt_dir, max_to_keep=keep_checkpoints if chief else 1)]
+  if state.input_checkpoint is not None:
     managers.append(tf.train.CheckpointManager(
-        state.input_checkpoint,
-        os.path.join(model_dir, f"input_worker{worker}"),
+        state.input_checkpoint, checkpointing.input_dir(
+            model_dir, _pipelines(strategy),
+            distribute.worker_index(strategy)),
         max_to_keep=keep_checkpoints))
   return managers
 
 
-def _restore(state, strategy, model_dir, init_checkpoint):
+def _resume_point(strategy, model_dir):
+  """The checkpoint every worker resumes from: the newest intact one, as
+  the chief alone finds it (None: start afresh)."""
+  found, error = None, None
+  if distribute.is_chief(strategy):
+    try:
+      found = checkpointing.newest_intact(
+          model_dir, warn=lambda line: print(line, flush=True))
+    except checkpointing.CheckpointError as e:
+      error = e
+  # -1: no checkpoint; -2: none intact (the chief reports which).
+  step = distribute.chief_value(
+      strategy, -2 if error else checkpointing.checkpoint_step(found)
+      if found else -1)
+  if error:
+    raise error
+  if step == -2:
+    raise checkpointing.CheckpointError(
+        f"the chief found no intact checkpoint in {model_dir}; see its error")
+  if step == -1:
+    return None
+  return found or os.path.join(model_dir, f"ckpt-{step}")
+
+
+def _input_iterator(state, strategy, model_dir, latest, train_batches):
+  """Sets `state.train_iterator` at the position of checkpoint `latest`.
+
+  From the iterator saved with it for this number of hosts, if any; else
+  by reading (and dropping) this host's share of the first `step` global
+  batches: the input pipeline yields the same global batches for any
+  number of hosts, so the batches that follow are those an uninterrupted
+  run would read. Reading them through the same iterator, rather than
+  `Dataset.skip`, keeps the pipeline's saved form the same as an
+  uninterrupted run's.
+  """
+  pipelines = _pipelines(strategy)
+  host = distribute.worker_index(strategy)
+  step = int(state.counters.step.numpy())
+  saved = latest and checkpointing.input_position(model_dir, latest,
+                                                  pipelines, host)
+  iterator = iter(train_batches())
+  if saved:
+    try:
+      tf.train.Checkpoint(train_iterator=iterator).restore(
+          saved).expect_partial()
+    except (tf.errors.OpError, ValueError) as e:
+      print(f"warning: the input position saved in {saved} cannot be "
+            f"restored ({checkpointing._reason(e)}); reading the first "  # pylint: disable=protected-access
+            f"{step} batches again instead", flush=True)
+      saved, iterator = None, iter(train_batches())
+  if latest and not saved and step:
+    start = time.time()
+    _advance(iterator, tf.constant(step, tf.int64))
+    print(f"input position of step {step} reached by reading its batches "
+          f"again ({time.time() - start:.1f} s): none was saved for "
+          f"{pipelines} host(s) at {os.path.basename(latest)}", flush=True)
+  state.train_iterator = iterator
+  if pipelines == 1:
+    state.saved = tf.train.Checkpoint(train_iterator=iterator, **state.items)
+  else:
+    state.saved = state.checkpoint
+    state.input_checkpoint = tf.train.Checkpoint(train_iterator=iterator)
+
+
+@tf.function
+def _advance(iterator, count):
+  for _ in tf.range(count):
+    next(iterator)
+
+
+def _restore(state, strategy, model_dir, init_checkpoint, train_batches):
   """Resumes from the newest intact checkpoint, or warm-starts the model
   from `init_checkpoint`; returns the step training starts at."""
-  worker = distribute.worker_index(strategy)
-  latest = checkpointing.newest_intact(
-      model_dir, warn=lambda line: print(line, flush=True))
+  latest = _resume_point(strategy, model_dir)
   if latest:
     state.checkpoint.restore(latest).expect_partial()
-    if worker > 0:
-      state.input_checkpoint.restore(os.path.join(
-          model_dir, f"input_worker{worker}",
-          os.path.basename(latest))).expect_partial()
     if distribute.is_chief(strategy):
       checkpointing.point_to(model_dir, latest)  # Past damaged ones, if any.
     print(f"resumed from {latest} at step "
           f"{int(state.counters.step.numpy())}", flush=True)
-  elif init_checkpoint:
+  _input_iterator(state, strategy, model_dir, latest, train_batches)
+  if not latest and init_checkpoint:
     path = (tf.train.latest_checkpoint(init_checkpoint)
             if tf.io.gfile.isdir(init_checkpoint) else init_checkpoint)
     if not path:
@@ -391,10 +486,11 @@ def _run_loop(state, train_loop, evaluate, reporter, managers, *, current,
       raise TrainingError(f"parameters became non-finite at step {current}")
     reporter.train(current, loop_metrics, done, seconds,
                    examples=done * global_batch_size)
-    if int(counters.consecutive_skips.numpy()) >= max_consecutive_skips:
+    in_a_row = int(counters.consecutive_skips.numpy())
+    if in_a_row >= max_consecutive_skips:
       raise TrainingError(
-          f"{max_consecutive_skips} consecutive non-finite steps (steps "
-          f"{current - max_consecutive_skips + 1} to {current}); stopping "
+          f"{in_a_row} consecutive non-finite steps (steps "
+          f"{current - in_a_row + 1} to {current}); stopping "
           f"at step {current}, the last good checkpoint is kept: "
           f"{managers[0].latest_checkpoint or 'none was saved yet'}")
     if first_loop:
@@ -490,15 +586,24 @@ def train(model_dir, data_dir=None, strategy=None, gradient_hook=None,
       optimizer's slots and its iteration count stay exactly as they were
       (the step counter and the data position move on). Skips are counted
       in metrics.jsonl and TensorBoard (`skipped_steps` per log line,
-      `skipped_steps_total` since the start).
+      `skipped_steps_total` since the start). In float16, the
+      `LossScaleOptimizer` skips the step itself and, by its contract,
+      still advances the iteration count (and so the learning-rate
+      schedule) by one; a loss-scale overflow (finite losses, non-finite
+      gradients, loss scale above 1) is skipped and counted but does not
+      count toward this limit, since halving the scale is its cure. On CPU
+      the run stops right after the step that reaches the limit; on TPUs
+      and GPUs at the end of that host loop (`steps_per_loop`).
 
   Returns:
     A dict of the final evaluation's metrics.
 
   Raises:
     preemption.Preempted: SIGTERM arrived. The trainer finished the step it
-      was in (within one step, plus the checkpoint write; an eval or save
-      under way finishes first), saved a checkpoint at that step and
+      was in on CPU (within one step, plus the checkpoint write; an eval or
+      save under way finishes first), or the host loop it was in on TPUs and
+      GPUs (up to `steps_per_loop` steps: keep them shorter than the
+      scheduler's grace period), saved a checkpoint at that step and
       stopped; `trainer.main` then exits with code 143
       (`preemption.EXIT_CODE`), and the same command resumes.
     TrainingError: `max_consecutive_skips` non-finite steps in a row, or the
@@ -519,25 +624,60 @@ def train(model_dir, data_dir=None, strategy=None, gradient_hook=None,
                mixed_precision=mixed_precision,
                parallel_micro_batches=parallel_micro_batches)
   chief = distribute.is_chief(strategy)
-  # Non-chief workers write their (required) share of a checkpoint to a
-  # scratch directory, which is thrown away.
-  ckpt_dir = model_dir if chief else os.path.join(
-      tempfile.gettempdir(), f"worker{distribute.worker_index(strategy)}_ckpt")
-  _writable_dir(ckpt_dir)
+  _writable_dir(model_dir)
+  # Non-chief workers must take part in each save (it may run collectives)
+  # but their copy is thrown away: it goes to a scratch directory of their
+  # own, removed at the end.
+  ckpt_dir = model_dir if chief else tempfile.mkdtemp(
+      prefix=f"worker{distribute.worker_index(strategy)}_ckpt_")
+  try:
+    return _train(strategy, plan, chief, ckpt_dir, model_dir=model_dir,
+                  data_dir=data_dir, gradient_hook=gradient_hook,
+                  operative_config=operative_config, encoder=encoder,
+                  dataset=dataset,
+                  learning_rate_schedule=learning_rate_schedule,
+                  total_steps=total_steps,
+                  global_batch_size=global_batch_size,
+                  grad_accumulation_steps=grad_accumulation_steps,
+                  steps_per_loop=steps_per_loop,
+                  checkpoint_every_steps=checkpoint_every_steps,
+                  keep_checkpoints=keep_checkpoints,
+                  eval_every_steps=eval_every_steps,
+                  eval_examples=eval_examples, seed=seed,
+                  init_checkpoint=init_checkpoint, optimizer=optimizer,
+                  clip_global_norm=clip_global_norm, jit_compile=jit_compile,
+                  deterministic=deterministic,
+                  max_consecutive_skips=max_consecutive_skips)
+  finally:
+    if not chief:
+      try:
+        tf.io.gfile.rmtree(ckpt_dir)
+      except (tf.errors.OpError, OSError):
+        pass  # Scratch in the system's temp directory: not worth an error.
 
+
+def _train(strategy, plan, chief, ckpt_dir, *, model_dir, data_dir,
+           gradient_hook, operative_config, encoder, dataset,
+           learning_rate_schedule, total_steps, global_batch_size,
+           grad_accumulation_steps, steps_per_loop, checkpoint_every_steps,
+           keep_checkpoints, eval_every_steps, eval_examples, seed,
+           init_checkpoint, optimizer, clip_global_norm, jit_compile,
+           deterministic, max_consecutive_skips):
+  """`train` once the settings are checked and the directories exist."""
   with runtime.training_settings(seed=seed, deterministic=deterministic,
                                  precision=plan.precision):
     prepared = data.prepare_dataset(data_dir, seed=seed, **dataset.identity())
     eval_batches = _eval_batches(eval_examples,
                                  prepared.num_examples["validation"],
                                  plan.micro_batch)
-    train_data, eval_data = _datasets(
+    train_batches, eval_data = _datasets(
         strategy, data_dir, dataset, seed=seed,
         global_batch_size=global_batch_size, micro_batch=plan.micro_batch)
     lr = learning_rate_schedule(total_steps)
     state = _build_state(strategy, encoder, prepared, dataset, optimizer, lr,
-                         plan.precision, train_data)
-    current = _restore(state, strategy, model_dir, init_checkpoint)
+                         plan.precision)
+    current = _restore(state, strategy, model_dir, init_checkpoint,
+                       train_batches)
     managers = _start_files(state, strategy, model_dir, ckpt_dir,
                             keep_checkpoints, prepared.vocab_file, current)
     variables = model_lib.trained_variables(state.model)
@@ -553,7 +693,10 @@ def train(model_dir, data_dir=None, strategy=None, gradient_hook=None,
         trim_padding=plan.trim_padding,
         parallel_micro_batches=plan.parallel_micro_batches,
         max_consecutive_skips=max_consecutive_skips,
-        gradient_hook=gradient_hook)
+        gradient_hook=gradient_hook,
+        # On TPUs and GPUs stop requests and runs of skips are acted on at
+        # the end of each host loop, so the host never waits on a step.
+        check_every_step=not plan.accelerator)
     reporter = reporting.Reporter(model_dir, total_steps, chief)
     evaluate = _evaluator(strategy, state.model, plan, eval_data,
                           eval_batches, reporter)
