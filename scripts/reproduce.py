@@ -567,9 +567,15 @@ def reproduce(out_dir: str, runs_dir: str, data_dir: Optional[str] = None,
 
   def summarize(final=False):
     if final or time.time() - last[0] > SUMMARY_EVERY_S:
-      scaling_report.write_outputs(
-          runs, jobs, recipe, settings, runs_dir, out_dir, command)
       last[0] = time.time()
+      try:
+        scaling_report.write_outputs(
+            runs, jobs, recipe, settings, runs_dir, out_dir, command)
+      except Exception as e:  # pylint: disable=broad-except
+        if final:
+          raise
+        # A partial summary must not stop the runs; the final one says.
+        print(f"[reproduce] partial outputs not written: {e}", flush=True)
 
   status = run_jobs(jobs, runs_dir,
                     parallel or len(scaling_report.usable_cores()), summarize)

@@ -300,9 +300,9 @@ def _plots(rows, runs_dir, out_dir):
     ax.plot([r["global_batch"] for r in top],
             [r["eval_mlm_accuracy"] for r in top], styles[optimizer],
             marker=marker, label=f"{optimizer} (best lr)")
-  ax.set_xscale("log", base=2)
   batches = sorted({r["global_batch"] for r in scaling})
-  if batches:
+  if batches:  # A log axis without data fails to draw.
+    ax.set_xscale("log", base=2)
     ax.set_xticks(batches)
     ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
   ax.set_xlabel("global batch (the same examples: steps = examples / batch)")
@@ -344,7 +344,8 @@ def _plots(rows, runs_dir, out_dir):
     ax.axhline(b, color=color, linestyle=":", linewidth=1)
     ax.text(1.0, b, f" batch {b}", color=color, fontsize=7, va="bottom",
             ha="right")
-  ax.set_yscale("log")
+  if best:
+    ax.set_yscale("log")
   ax.set_xlabel("fraction of the run (step / steps)")
   ax.set_ylabel("gradient noise scale B_simple (examples)")
   ax.set_title("Noise scale (best lr per run) against the batches (dotted)")
