@@ -7,19 +7,33 @@ A data dir holds, once prepared, the corpus and vocab (`assets`) and::
 TFDS writes the dataset to a temporary folder and renames it when complete,
 so a build that is killed halfway is redone. `PreparedDataset` describes the
 result: the vocab, the record files of each split and their sizes.
+
+The data dir may be on any `tf.io.gfile` file system (``gs://...``). TFDS
+writes through `etils.epath`, which knows local paths and ``gs://`` but not
+every file system TensorFlow knows (``ram://``), so a data dir that is not
+local is built in a local scratch folder and then copied with `tf.io.gfile`,
+``dataset_info.json`` last: readers take the dataset as complete only once
+that file is there.
 """
 
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
 from typing import Dict, List, Optional, Tuple
 
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from data import assets as assets_lib
 from data import builder as builder_lib
 from data import defaults
+from data import files
 from data import vocab as vocab_lib
+
+# Written last into a dataset's folder: its presence means complete.
+_COMPLETE_MARKER = "dataset_info.json"
 
 DEFAULT_DATA_DIR = defaults.DATA_DIR
 
@@ -50,7 +64,10 @@ class PreparedDataset:
 
 
 def _data_root(data_dir: Optional[str]) -> str:
-  return os.path.abspath(os.path.expanduser(data_dir or DEFAULT_DATA_DIR))
+  """The data dir, resolved, once its file system has answered."""
+  data_dir = files.resolve(data_dir or DEFAULT_DATA_DIR)
+  files.check_reachable(data_dir)
+  return data_dir
 
 
 def _dataset_dir(data_dir: str,
@@ -68,7 +85,7 @@ def _read_prepared(data_dir: str, config: builder_lib.BertPretrainingConfig
   protobuf >= 7 (TFDS 4.9.9 reads `FieldDescriptor.label`).
   """
   dataset_dir = _dataset_dir(data_dir, config)
-  with open(os.path.join(dataset_dir, "dataset_info.json")) as f:
+  with tf.io.gfile.GFile(os.path.join(dataset_dir, _COMPLETE_MARKER)) as f:
     dataset_info = json.load(f)
   shards = {}
   for split in dataset_info["splits"]:
@@ -82,8 +99,8 @@ def _read_prepared(data_dir: str, config: builder_lib.BertPretrainingConfig
   tokens = vocab_lib.load_vocab(vocab_file)
   stats = {}
   metadata_file = os.path.join(dataset_dir, "metadata.json")
-  if os.path.exists(metadata_file):
-    with open(metadata_file) as f:
+  if tf.io.gfile.exists(metadata_file):
+    with tf.io.gfile.GFile(metadata_file) as f:
       stats = json.load(f)
   return PreparedDataset(
       vocab_file=vocab_file, vocab_size=len(tokens),
@@ -95,9 +112,49 @@ def _read_prepared(data_dir: str, config: builder_lib.BertPretrainingConfig
 
 def _is_prepared(data_dir: str,
                  config: builder_lib.BertPretrainingConfig) -> bool:
-  # TFDS renames the dataset's folder into place once it is complete.
-  return os.path.exists(os.path.join(_dataset_dir(data_dir, config),
-                                     "dataset_info.json"))
+  # TFDS renames the dataset's folder into place once it is complete; a
+  # copy to a remote data dir writes the marker last.
+  return tf.io.gfile.exists(os.path.join(_dataset_dir(data_dir, config),
+                                         _COMPLETE_MARKER))
+
+
+def _copy_dataset(source: str, target: str) -> None:
+  """Copies a built dataset's folder, the completion marker last."""
+  if tf.io.gfile.exists(target):
+    tf.io.gfile.rmtree(target)  # An earlier copy that did not complete.
+  tf.io.gfile.makedirs(target)
+  names = sorted(tf.io.gfile.listdir(source), key=lambda n: (
+      n == _COMPLETE_MARKER, n))
+  for name in names:
+    if tf.io.gfile.isdir(os.path.join(source, name)):
+      raise ValueError(f"unexpected folder {name} in the built dataset "
+                       f"{source}")
+    tf.io.gfile.copy(os.path.join(source, name), os.path.join(target, name),
+                     overwrite=True)
+
+
+def _build(data_dir: str, config: builder_lib.BertPretrainingConfig,
+           assets: assets_lib.Assets) -> None:
+  """Builds the TFDS dataset of `config` into `data_dir`."""
+  # A config equal to a predefined one goes by its name: TFDS refuses a
+  # custom config named like a predefined one.
+  builder_class = builder_lib.BertPretraining
+  predefined = {c.name: c for c in builder_class.BUILDER_CONFIGS}
+  named = config.name if predefined.get(config.name) == config else config
+  if files.is_local(data_dir):
+    builder = builder_class(config=named, data_dir=data_dir)
+    builder.assets = assets
+    builder.download_and_prepare()
+    return
+  scratch = tempfile.mkdtemp(prefix="bert_pretraining_build_")
+  try:
+    builder = builder_class(config=named, data_dir=scratch)
+    builder.assets = assets
+    builder.download_and_prepare()
+    _copy_dataset(_dataset_dir(scratch, config),
+                  _dataset_dir(data_dir, config))
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def prepare_dataset(data_dir: Optional[str] = None, *,
@@ -129,6 +186,7 @@ def prepare_dataset(data_dir: Optional[str] = None, *,
 
   Raises:
     ValueError, FileNotFoundError: bad input, with a one-line message.
+    files.UnreachableError: `data_dir` is remote and does not answer.
   """
   data_dir = _data_root(data_dir)
   config = builder_lib.make_config(
@@ -137,21 +195,16 @@ def prepare_dataset(data_dir: Optional[str] = None, *,
       tfds_data_dir=tfds_data_dir)
   if not _is_prepared(data_dir, config):
     parent = os.path.dirname(_dataset_dir(data_dir, config))
-    if os.path.isdir(parent) and any(
-        d.startswith("incomplete.") for d in os.listdir(parent)):
+    if tf.io.gfile.isdir(parent) and any(
+        d.startswith("incomplete.") for d in tf.io.gfile.listdir(parent)):
       assets_lib.log(progress, f"An earlier build of {config.name} did not "
                      "complete; building it again.")
     # Corpus and vocab first: bad input fails before TFDS starts a build.
-    assets_lib.prepare_assets(data_dir, config, progress=progress)
+    assets = assets_lib.prepare_assets(data_dir, config, progress=progress)
     shown = assets_lib.progress_bars_shown()
     tfds.display_progress_bar(progress)
     try:
-      # A config equal to a predefined one goes by its name: TFDS refuses a
-      # custom config named like a predefined one.
-      builder_class = builder_lib.BertPretraining
-      predefined = {c.name: c for c in builder_class.BUILDER_CONFIGS}
-      named = config.name if predefined.get(config.name) == config else config
-      builder_class(config=named, data_dir=data_dir).download_and_prepare()
+      _build(data_dir, config, assets)
     finally:
       tfds.display_progress_bar(shown)
   return _read_prepared(data_dir, config)
@@ -162,6 +215,7 @@ def load_prepared(data_dir: Optional[str] = None, **kwargs) -> PreparedDataset:
 
   Raises:
     FileNotFoundError: it has not been prepared.
+    files.UnreachableError: `data_dir` is remote and does not answer.
   """
   data_dir = _data_root(data_dir)
   config = builder_lib.make_config(**kwargs)

@@ -6,6 +6,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ import data
 from data import builder
 from data import corpus
 from data import export
+from data import files
 from data import masking
 from data import pairs
 from data import pipeline
@@ -409,6 +411,59 @@ def test_bad_inputs(tiny, tmp_path):
                        global_batch_size=8)
   with pytest.raises(ValueError, match="masking='random'"):
     _dataset(data_dir, masking="random")
+
+
+# Data dirs on other file systems.
+
+
+def test_data_dir_on_another_file_system(tiny):
+  # ram:// stands for gs:// here: both go through tf.io.gfile, and neither
+  # is a local path that os.path.abspath may touch.
+  data_dir, prepared = tiny
+  remote = "ram://bert_lamb_test/data"
+  on_ram = data.prepare_dataset(remote, progress=False, **TINY_ARGS)
+  assert on_ram.dataset_dir.startswith(remote + "/bert_pretraining/")
+  assert on_ram.num_examples == prepared.num_examples
+  assert on_ram.vocab_file.startswith(remote)
+  assert not os.path.exists("ram:")
+  # The same batches as from the local data dir; prepared once.
+  _assert_batches_equal(_batches(_dataset(data_dir), 2),
+                        _batches(_dataset(remote), 2))
+  assert data.prepare_dataset(remote, progress=False,
+                              **TINY_ARGS).dataset_dir == on_ram.dataset_dir
+
+
+def test_unanswered_file_system_fails_in_bounded_time(monkeypatch):
+  monkeypatch.setattr(tf.io.gfile, "exists", lambda path: time.sleep(60))
+  start = time.time()
+  with pytest.raises(files.UnreachableError,
+                     match=r"^cannot reach GCS for gs://b/d: no answer "):
+    files.check_reachable("gs://b/d", timeout_s=0.5)
+  assert time.time() - start < 5
+
+
+@pytest.mark.parametrize("module", ["data.prepare", "trainer.main"])
+def test_gs_data_dir_without_network_is_one_line(module, tmp_path):
+  gs = "gs://bert-lamb-test-no-such-bucket/data"
+  args = [f"--data_dir={gs}"]
+  if module == "trainer.main":
+    args += [f"--gin_file={ROOT}/configs/tiny.gin",
+             f"--model_dir={tmp_path}/run"]
+  # The trainer runs from the repository root (the configs' includes).
+  cwd = ROOT if module == "trainer.main" else tmp_path
+  start = time.time()
+  result = subprocess.run(
+      [sys.executable, "-m", module, *args], cwd=cwd,
+      capture_output=True, text=True, timeout=240, check=False,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT))
+  # The import of TensorFlow, then one question to GCS (30 s at most).
+  assert time.time() - start < 120
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: "), last
+  assert f"cannot reach GCS for {gs}: " in last
+  assert not os.path.exists(os.path.join(cwd, "gs:"))
 
 
 def test_cli_bad_input_is_one_line(tmp_path):

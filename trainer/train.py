@@ -150,6 +150,7 @@ def _plan(strategy, dataset, *, total_steps, global_batch_size,
 
 def _writable_dir(path):
   """Creates `path` and proves it writable, before anything is trained."""
+  files.check_reachable(path)  # A gs:// model_dir without network: one line.
   try:
     tf.io.gfile.makedirs(path)
     probe = os.path.join(path, ".write_test")
