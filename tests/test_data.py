@@ -1,6 +1,7 @@
 """Tests of the `data` package on the tiny corpus (tests/testdata)."""
 
 import gzip
+import json
 import math
 import os
 import random
@@ -411,6 +412,75 @@ def test_bad_inputs(tiny, tmp_path):
                        global_batch_size=8)
   with pytest.raises(ValueError, match="masking='random'"):
     _dataset(data_dir, masking="random")
+
+
+# One build per dataset.
+
+# A process of a job: prepares the tiny dataset, building it or not, and
+# counts its builds in builds.log.
+_JOB_PROCESS = """
+import json, sys
+import data
+from data import prepared
+build = sys.argv[2] == "chief"
+real_build = prepared._build
+def counted_build(*args):
+  with open(sys.argv[1] + "/builds.log", "a") as f:
+    f.write(sys.argv[2] + "\\n")
+  real_build(*args)
+prepared._build = counted_build
+p = data.prepare_dataset(sys.argv[1], corpus=sys.argv[3], vocab_size=512,
+                         max_seq_length=64, progress=False, build=build)
+print(json.dumps([p.dataset_dir, p.num_examples, p.shards]))
+"""
+
+
+def test_one_build_per_job(tiny, tmp_path):
+  # The worker starts first and finds nothing; the chief builds once; both
+  # get the same dataset, the tiny fixture's.
+  _, expected = tiny
+  shared = tmp_path / "shared"
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+  procs = []
+  for role in ("worker", "chief"):
+    procs.append(subprocess.Popen(
+        [sys.executable, "-c", _JOB_PROCESS, str(shared), role, TINY],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True))
+    time.sleep(1)
+  outs = [p.communicate(timeout=600) for p in procs]
+  assert all(p.returncode == 0 for p in procs), outs
+  assert (shared / "builds.log").read_text() == "chief\n"
+  worker, chief = (out.strip().splitlines()[-1] for out, _ in outs)
+  assert worker == chief
+  dataset_dir, num_examples, _ = json.loads(chief)
+  assert num_examples == expected.num_examples
+  # Nothing is left of the scratch folder.
+  assert os.listdir(os.path.dirname(os.path.dirname(dataset_dir))) == [
+      os.path.basename(os.path.dirname(dataset_dir))]
+
+
+def test_waiting_for_a_build_that_never_comes(tmp_path):
+  start = time.time()
+  with pytest.raises(TimeoutError, match=r"did not appear in .* within 1 s; "
+                     "the chief builds it there"):
+    data.prepare_dataset(str(tmp_path), progress=False, build=False, wait_s=1,
+                         **TINY_ARGS)
+  assert time.time() - start < 10
+  assert not os.listdir(tmp_path)
+
+
+def test_an_interrupted_build_leaves_no_dataset(tmp_path, monkeypatch):
+  def interrupted(self, *args, **kwargs):
+    raise KeyboardInterrupt  # Ctrl-C halfway through the build.
+  monkeypatch.setattr(builder.BertPretraining, "download_and_prepare",
+                      interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    data.prepare_dataset(str(tmp_path), progress=False, **TINY_ARGS)
+  with pytest.raises(FileNotFoundError, match="not prepared"):
+    data.build_dataset(data_dir=str(tmp_path), global_batch_size=8,
+                       **TINY_ARGS)
+  assert os.listdir(tmp_path / "bert_pretraining") == []
 
 
 # Data dirs on other file systems.

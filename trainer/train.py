@@ -528,7 +528,9 @@ def train(model_dir, data_dir=None, strategy=None, gradient_hook=None,
 
   with runtime.training_settings(seed=seed, deterministic=deterministic,
                                  precision=plan.precision):
-    prepared = data.prepare_dataset(data_dir, seed=seed, **dataset.identity())
+    # The chief builds a missing dataset; the other workers wait for it.
+    prepared = data.prepare_dataset(data_dir, seed=seed, build=chief,
+                                    **dataset.identity())
     eval_batches = _eval_batches(eval_examples,
                                  prepared.num_examples["validation"],
                                  plan.micro_batch)
