@@ -17,9 +17,11 @@ import os
 import re
 import time
 
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from data import corpus as corpus_lib
+from data import files
 from data import vocab as vocab_lib
 
 # Every 20th document is held out for the validation split (5%).
@@ -37,12 +39,13 @@ def corpus_slug(corpus: str) -> str:
   # corpus.
   digest = hashlib.sha1()
   for path in corpus_lib.text_files(corpus):
-    digest.update(f"{os.path.abspath(path)}:{os.path.getsize(path)};".encode())
+    size = tf.io.gfile.stat(path).length
+    digest.update(f"{files.resolve(path)}:{size};".encode())
   return "text_" + digest.hexdigest()[:10]
 
 
 def file_digest(path: str) -> str:
-  with open(path, "rb") as f:
+  with tf.io.gfile.GFile(path, "rb") as f:
     return hashlib.sha1(f.read()).hexdigest()[:10]
 
 
@@ -90,7 +93,7 @@ def prepare_assets(data_dir: str, config, *,
   source = config.corpus
   if config.corpus == corpus_lib.EMBEDDED:
     source = os.path.join(assets_dir, "corpus.txt")
-    if not os.path.exists(source):
+    if not tf.io.gfile.exists(source):
       log(progress, "Gathering the embedded corpus from docstrings...")
       files = corpus_lib.embedded_source_files()
       if progress:
@@ -108,11 +111,11 @@ def prepare_assets(data_dir: str, config, *,
   if config.vocab_file:
     tokens = vocab_lib.load_vocab(config.vocab_file)
     vocab_file = vocab_path(data_dir, config)
-    if not os.path.exists(vocab_file):
+    if not tf.io.gfile.exists(vocab_file):
       vocab_lib.write_vocab(tokens, vocab_file)
     return Assets(source, vocab_file, vocab_lib.is_lower_case(tokens))
   vocab_file = vocab_path(data_dir, config)
-  if not os.path.exists(vocab_file):
+  if not tf.io.gfile.exists(vocab_file):
     log(progress, f"Learning a {config.vocab_size}-token WordPiece vocab...")
     start = time.time()
     sentences = (s for doc in corpus_lib.read_documents(

@@ -30,6 +30,7 @@ import tensorflow_datasets as tfds
 from data import assets as assets_lib
 from data import corpus as corpus_lib
 from data import defaults
+from data import files
 from data import pairs as pairs_lib
 from data import vocab as vocab_lib
 
@@ -91,7 +92,7 @@ def make_config(*, corpus: str = defaults.CORPUS,
   if dupe_factor < 1:
     raise ValueError(f"dupe_factor={dupe_factor} must be at least 1")
   if vocab_file is not None:
-    vocab_file = os.path.abspath(os.path.expanduser(vocab_file))
+    vocab_file = files.resolve(vocab_file)
     vocab_lib.load_vocab(vocab_file)  # Fails early on a bad vocab.
     vocab_part = "vocab" + assets_lib.file_digest(vocab_file)
   else:
@@ -175,9 +176,13 @@ class BertPretraining(tfds.core.GeneratorBasedBuilder):
         # Per split: documents, sentences, tokens, examples (metadata.json).
         metadata=tfds.core.MetadataDict())
 
+  # `prepare.prepare_dataset` builds in a scratch dir and sets the assets it
+  # prepared in the real data dir; `tfds build` prepares them in its own.
+  assets: Optional[assets_lib.Assets] = None
+
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing is downloaded.
-    assets = assets_lib.prepare_assets(
+    assets = self.assets or assets_lib.prepare_assets(
         os.fspath(self.data_dir_root), self.builder_config,
         progress=assets_lib.progress_bars_shown())
     return {

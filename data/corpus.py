@@ -26,13 +26,15 @@ Three sources are supported, chosen by a string spec (see `read_documents`):
 """
 
 import ast
-import glob
 import gzip
 import importlib.util
+import io
 import os
 import re
 import sysconfig
 from typing import Iterable, Iterator, List, Optional
+
+import tensorflow as tf
 
 from data import files
 
@@ -221,15 +223,23 @@ def embedded_documents(files: Optional[Iterable[str]] = None
 
 
 def _open_text(path: str):
+  # Through tf.io.gfile, so a corpus may live on gs:// like a data dir.
   if path.endswith(".gz"):
-    return gzip.open(path, "rt", encoding="utf-8", errors="strict")
-  return open(path, encoding="utf-8", errors="strict")
+    return io.TextIOWrapper(
+        gzip.GzipFile(fileobj=tf.io.gfile.GFile(path, "rb")),
+        encoding="utf-8", errors="strict")
+  return tf.io.gfile.GFile(path, "r")  # Decodes UTF-8 strictly.
 
 
 def text_files(pattern: str) -> List[str]:
   """The files matched by a glob, sorted; raises if there are none."""
-  paths = sorted(p for p in glob.glob(os.path.expanduser(pattern))
-                 if os.path.isfile(p))
+  if files.is_local(pattern):
+    pattern = os.path.expanduser(pattern)
+  try:
+    matches = tf.io.gfile.glob(pattern)
+  except tf.errors.OpError:
+    matches = []  # A glob below a missing folder matches nothing.
+  paths = sorted(p for p in matches if not tf.io.gfile.isdir(p))
   if not paths:
     raise FileNotFoundError(f"corpus {pattern!r} matches no file")
   return paths
@@ -262,7 +272,7 @@ def text_file_documents(pattern: str) -> Iterator[Document]:
     except UnicodeDecodeError as e:
       raise ValueError(f"corpus file {path} is not UTF-8 text ({e.reason} at "
                        f"byte {e.start})") from None
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, tf.errors.OpError) as e:
       raise ValueError(f"corpus file {path} cannot be read: {e}") from None
     if document:
       yield document
@@ -342,7 +352,7 @@ def write_documents(documents: Iterable[Document], path: str) -> None:
     path: the file to write; it appears only once complete.
   """
   with files.atomic_path(path) as tmp_path:
-    with open(tmp_path, "w", encoding="utf-8") as f:
+    with tf.io.gfile.GFile(tmp_path, "w") as f:
       for document in documents:
         f.write("\n".join(document))
         f.write("\n\n")

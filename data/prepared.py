@@ -4,22 +4,50 @@ A data dir holds, once prepared, the corpus and vocab (`assets`) and::
 
   DATA_DIR/bert_pretraining/CONFIG/1.0.0 the TFDS dataset (train, validation)
 
-TFDS writes the dataset to a temporary folder and renames it when complete,
-so a build that is killed halfway is redone. `PreparedDataset` describes the
-result: the vocab, the record files of each split and their sizes.
+One process builds; in a job of several, the others wait for the result
+(``build=False``), since concurrent TFDS builds in one folder would overwrite
+each other's files. The build happens in a scratch folder and is committed
+whole: renamed into place in a local data dir, so a build killed halfway
+leaves nothing where readers look and is redone.
+
+The data dir may be on any `tf.io.gfile` file system (``gs://...``). TFDS
+writes through `etils.epath`, which knows local paths and ``gs://`` but not
+every file system TensorFlow knows (``ram://``), and ``gs://`` cannot rename
+a folder, so a data dir that is not local is built in a local scratch folder
+and then copied with `tf.io.gfile`, ``dataset_info.json`` last: readers take
+a dataset as complete only once that file is there. `PreparedDataset`
+describes the result: the vocab, the record files of each split and their
+sizes.
 """
 
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
+import time
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from data import assets as assets_lib
 from data import builder as builder_lib
 from data import defaults
+from data import files
+from data import records as records_lib
 from data import vocab as vocab_lib
+
+# Written last into a dataset's folder: its presence means complete.
+_COMPLETE_MARKER = "dataset_info.json"
+# Builds happen in DATA_DIR/bert_pretraining/.building-CONFIG-XXXX.
+_SCRATCH_PREFIX = ".building-"
+# How long a process that does not build waits for the one that does (the
+# default corpus takes ~3 minutes; a large one should be prepared first),
+# and how often it looks.
+WAIT_S = 2 * 3600.0
+_POLL_S = 2.0
 
 DEFAULT_DATA_DIR = defaults.DATA_DIR
 
@@ -50,7 +78,10 @@ class PreparedDataset:
 
 
 def _data_root(data_dir: Optional[str]) -> str:
-  return os.path.abspath(os.path.expanduser(data_dir or DEFAULT_DATA_DIR))
+  """The data dir, resolved, once its file system has answered."""
+  data_dir = files.resolve(data_dir or DEFAULT_DATA_DIR)
+  files.check_reachable(data_dir)
+  return data_dir
 
 
 def _dataset_dir(data_dir: str,
@@ -59,16 +90,14 @@ def _dataset_dir(data_dir: str,
                       str(builder_lib.BertPretraining.VERSION))
 
 
-def _read_prepared(data_dir: str, config: builder_lib.BertPretrainingConfig
-                  ) -> PreparedDataset:
-  """Describes a prepared dataset from the files TFDS wrote.
+def _shards(dataset_dir: str) -> Dict[str, List[Tuple[str, int]]]:
+  """Per split, the record files TFDS wrote and their numbers of examples.
 
-  The record files are listed from dataset_info.json directly rather than
-  through TFDS's reader, which fails to restore dataset info under
-  protobuf >= 7 (TFDS 4.9.9 reads `FieldDescriptor.label`).
+  Listed from dataset_info.json directly rather than through TFDS's reader,
+  which fails to restore dataset info under protobuf >= 7 (TFDS 4.9.9 reads
+  `FieldDescriptor.label`).
   """
-  dataset_dir = _dataset_dir(data_dir, config)
-  with open(os.path.join(dataset_dir, "dataset_info.json")) as f:
+  with tf.io.gfile.GFile(os.path.join(dataset_dir, _COMPLETE_MARKER)) as f:
     dataset_info = json.load(f)
   shards = {}
   for split in dataset_info["splits"]:
@@ -78,12 +107,39 @@ def _read_prepared(data_dir: str, config: builder_lib.BertPretrainingConfig
                       f"{dataset_info.get('fileFormat', 'tfrecord')}-"
                       f"{i:05d}-of-{len(lengths):05d}"), n)
         for i, n in enumerate(lengths)]
+  return shards
+
+
+def _write_indexes(dataset_dir: str) -> None:
+  """Writes each split's index (`records`): one pass over its records."""
+  for split, shards in _shards(dataset_dir).items():
+    paths = [path for path, _ in shards]
+    lengths = tf.data.TFRecordDataset(paths).map(
+        builder_lib.features().deserialize_example,
+        num_parallel_calls=tf.data.AUTOTUNE).map(
+            lambda e: tf.size(e["tokens_a"]) + tf.size(e["tokens_b"]) + 3
+        ).batch(65536)
+    records_lib.write_index(
+        dataset_dir, split, paths,
+        np.concatenate([b.numpy() for b in lengths] + [np.zeros([0], int)]))
+
+
+def _has_indexes(dataset_dir: str) -> bool:
+  return all(tf.io.gfile.exists(records_lib.index_path(dataset_dir, split))
+             for split in _shards(dataset_dir))
+
+
+def _read_prepared(data_dir: str, config: builder_lib.BertPretrainingConfig
+                  ) -> PreparedDataset:
+  """Describes a prepared dataset from the files TFDS wrote."""
+  dataset_dir = _dataset_dir(data_dir, config)
+  shards = _shards(dataset_dir)
   vocab_file = assets_lib.vocab_path(data_dir, config)
   tokens = vocab_lib.load_vocab(vocab_file)
   stats = {}
   metadata_file = os.path.join(dataset_dir, "metadata.json")
-  if os.path.exists(metadata_file):
-    with open(metadata_file) as f:
+  if tf.io.gfile.exists(metadata_file):
+    with tf.io.gfile.GFile(metadata_file) as f:
       stats = json.load(f)
   return PreparedDataset(
       vocab_file=vocab_file, vocab_size=len(tokens),
@@ -95,9 +151,120 @@ def _read_prepared(data_dir: str, config: builder_lib.BertPretrainingConfig
 
 def _is_prepared(data_dir: str,
                  config: builder_lib.BertPretrainingConfig) -> bool:
-  # TFDS renames the dataset's folder into place once it is complete.
-  return os.path.exists(os.path.join(_dataset_dir(data_dir, config),
-                                     "dataset_info.json"))
+  # `_commit` renames the dataset's folder into place once it is complete;
+  # a copy to a remote data dir writes the marker last. Datasets prepared
+  # before the record index existed get it from `prepare_dataset`.
+  dataset_dir = _dataset_dir(data_dir, config)
+  return _is_complete(dataset_dir) and _has_indexes(dataset_dir)
+
+
+def _copy_dataset(source: str, target: str) -> None:
+  """Copies a built dataset's folder, the completion marker last."""
+  if tf.io.gfile.exists(target):
+    tf.io.gfile.rmtree(target)  # An earlier copy that did not complete.
+  tf.io.gfile.makedirs(target)
+  names = sorted(tf.io.gfile.listdir(source), key=lambda n: (
+      n == _COMPLETE_MARKER, n))
+  for name in names:
+    if tf.io.gfile.isdir(os.path.join(source, name)):
+      raise ValueError(f"unexpected folder {name} in the built dataset "
+                       f"{source}")
+    tf.io.gfile.copy(os.path.join(source, name), os.path.join(target, name),
+                     overwrite=True)
+
+
+def _commit(built: str, target: str) -> None:
+  """Moves a complete dataset folder into place, all at once if possible.
+
+  A local folder is renamed: readers see all of it or nothing. Elsewhere
+  (``gs://`` has no folder rename) the files are copied, the completion
+  marker last.
+  """
+  if files.is_local(target):
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if os.path.isdir(target) and not os.path.exists(
+        os.path.join(target, _COMPLETE_MARKER)):
+      shutil.rmtree(target)  # An incomplete folder from older code.
+    try:
+      os.rename(built, target)
+    except OSError:
+      if not _is_complete(target):
+        raise
+      # Another build of the same dataset finished first: use it.
+  else:
+    _copy_dataset(built, target)
+
+
+def _is_complete(dataset_dir: str) -> bool:
+  return tf.io.gfile.exists(os.path.join(dataset_dir, _COMPLETE_MARKER))
+
+
+def _scratch_root(data_dir: str,
+                  config: builder_lib.BertPretrainingConfig) -> str:
+  """Where a build happens before `_commit`: beside its target when local
+  (so the commit is a rename), else in a local temporary folder."""
+  if files.is_local(data_dir):
+    return tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{config.name}-",
+                            dir=os.path.join(data_dir, builder_lib.NAME))
+  return tempfile.mkdtemp(prefix=f"{builder_lib.NAME}_build_")
+
+
+def _remove_stale_scratch(data_dir: str, config, progress: bool) -> None:
+  """Removes scratch folders of earlier builds of `config` that were killed.
+
+  Only one process builds a dataset (the chief, see `prepare_dataset`), so a
+  scratch folder found when a build starts is left over from a dead one.
+  """
+  parent = os.path.join(data_dir, builder_lib.NAME)
+  if not files.is_local(data_dir) or not os.path.isdir(parent):
+    return
+  for name in os.listdir(parent):
+    if name.startswith(f"{_SCRATCH_PREFIX}{config.name}-"):
+      assets_lib.log(progress, f"An earlier build of {config.name} did not "
+                     "complete; building it again.")
+      shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def _build(data_dir: str, config: builder_lib.BertPretrainingConfig,
+           assets: assets_lib.Assets) -> None:
+  """Builds the TFDS dataset of `config` in a scratch folder, then commits
+  it to its place in `data_dir` (`_commit`): no incomplete dataset is ever
+  where readers look."""
+  # A config equal to a predefined one goes by its name: TFDS refuses a
+  # custom config named like a predefined one.
+  builder_class = builder_lib.BertPretraining
+  predefined = {c.name: c for c in builder_class.BUILDER_CONFIGS}
+  named = config.name if predefined.get(config.name) == config else config
+  if files.is_local(data_dir):
+    os.makedirs(os.path.join(data_dir, builder_lib.NAME), exist_ok=True)
+  scratch = _scratch_root(data_dir, config)
+  try:
+    builder = builder_class(config=named, data_dir=scratch)
+    builder.assets = assets
+    builder.download_and_prepare()
+    _write_indexes(_dataset_dir(scratch, config))
+    _commit(_dataset_dir(scratch, config), _dataset_dir(data_dir, config))
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _wait_until_prepared(data_dir: str,
+                         config: builder_lib.BertPretrainingConfig,
+                         wait_s: float, progress: bool) -> None:
+  """Polls for the dataset another process builds, at most `wait_s`."""
+  if _is_prepared(data_dir, config):
+    return
+  assets_lib.log(progress, f"Waiting up to {wait_s:.0f} s for the chief to "
+                 f"build {config.name} in {data_dir}...")
+  deadline = time.monotonic() + wait_s
+  while not _is_prepared(data_dir, config):
+    if time.monotonic() > deadline:
+      raise TimeoutError(
+          f"the dataset {config.name} did not appear in {data_dir} within "
+          f"{wait_s:.0f} s; the chief builds it there, so data_dir must be "
+          "shared by all workers (e.g. gs://), or run `python -m "
+          "data.prepare` with the same arguments first")
+    time.sleep(min(_POLL_S, max(deadline - time.monotonic(), 0.01)))
 
 
 def prepare_dataset(data_dir: Optional[str] = None, *,
@@ -107,11 +274,18 @@ def prepare_dataset(data_dir: Optional[str] = None, *,
                     max_seq_length: int = defaults.MAX_SEQ_LENGTH,
                     seed: int = 0, dupe_factor: int = defaults.DUPE_FACTOR,
                     tfds_data_dir: Optional[str] = None,
-                    progress: bool = True) -> PreparedDataset:
+                    progress: bool = True, build: bool = True,
+                    wait_s: float = WAIT_S) -> PreparedDataset:
   """Builds the dataset once (corpus, vocab, TFDS splits); then returns at once.
+
+  In a job of several processes sharing `data_dir`, one builds
+  (``build=True``: the chief) and the others wait for its result
+  (``build=False``), so the dataset is never built twice at once. The build
+  happens in a scratch folder and is committed whole (see `_commit`).
 
   Args:
     data_dir: where everything is cached; ``~/bert_lamb_data`` when None.
+      Local or any `tf.io.gfile` file system (``gs://bucket/dir``).
     corpus: ``"embedded"``, a glob of text files (a sentence a line, a blank
       line between documents, ``.gz`` allowed) or ``"tfds:NAME"``.
     vocab_size: tokens in the vocab learned from the corpus.
@@ -123,35 +297,38 @@ def prepare_dataset(data_dir: Optional[str] = None, *,
     dupe_factor: times the training documents are paired, differently.
     tfds_data_dir: where ``tfds:`` corpora live (TFDS's default if None).
     progress: show progress bars and a line per step.
+    build: build the dataset if missing; False: wait for another process to
+      build it.
+    wait_s: with ``build=False``, how long to wait, in seconds.
 
   Returns:
     A `PreparedDataset`.
 
   Raises:
     ValueError, FileNotFoundError: bad input, with a one-line message.
+    files.UnreachableError: `data_dir` is remote and does not answer.
+    TimeoutError: ``build=False`` and the dataset did not appear in time.
   """
   data_dir = _data_root(data_dir)
   config = builder_lib.make_config(
       corpus=corpus, vocab_size=vocab_size, vocab_file=vocab_file,
       max_seq_length=max_seq_length, seed=seed, dupe_factor=dupe_factor,
       tfds_data_dir=tfds_data_dir)
-  if not _is_prepared(data_dir, config):
-    parent = os.path.dirname(_dataset_dir(data_dir, config))
-    if os.path.isdir(parent) and any(
-        d.startswith("incomplete.") for d in os.listdir(parent)):
-      assets_lib.log(progress, f"An earlier build of {config.name} did not "
-                     "complete; building it again.")
+  if not build:
+    _wait_until_prepared(data_dir, config, wait_s, progress)
+  elif _is_complete(_dataset_dir(data_dir, config)):
+    if not _is_prepared(data_dir, config):
+      assets_lib.log(progress, f"Indexing the records of {config.name} (once, "
+                     "for datasets prepared before the index existed)...")
+      _write_indexes(_dataset_dir(data_dir, config))
+  else:
+    _remove_stale_scratch(data_dir, config, progress)
     # Corpus and vocab first: bad input fails before TFDS starts a build.
-    assets_lib.prepare_assets(data_dir, config, progress=progress)
+    assets = assets_lib.prepare_assets(data_dir, config, progress=progress)
     shown = assets_lib.progress_bars_shown()
     tfds.display_progress_bar(progress)
     try:
-      # A config equal to a predefined one goes by its name: TFDS refuses a
-      # custom config named like a predefined one.
-      builder_class = builder_lib.BertPretraining
-      predefined = {c.name: c for c in builder_class.BUILDER_CONFIGS}
-      named = config.name if predefined.get(config.name) == config else config
-      builder_class(config=named, data_dir=data_dir).download_and_prepare()
+      _build(data_dir, config, assets)
     finally:
       tfds.display_progress_bar(shown)
   return _read_prepared(data_dir, config)
@@ -162,6 +339,7 @@ def load_prepared(data_dir: Optional[str] = None, **kwargs) -> PreparedDataset:
 
   Raises:
     FileNotFoundError: it has not been prepared.
+    files.UnreachableError: `data_dir` is remote and does not answer.
   """
   data_dir = _data_root(data_dir)
   config = builder_lib.make_config(**kwargs)

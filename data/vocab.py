@@ -8,7 +8,6 @@ lower-casing, so both sides split and normalize text identically.
 
 import collections
 import itertools
-import os
 from typing import Iterable, List, Sequence
 
 import tensorflow as tf
@@ -102,11 +101,14 @@ def load_vocab(path: str) -> List[str]:
     ValueError: the file is unreadable, not UTF-8, has duplicate tokens or
       lacks one of the special tokens.
   """
-  if not os.path.isfile(path):
+  if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
     raise FileNotFoundError(f"vocab file {path} does not exist")
   try:
-    with open(path, encoding="utf-8") as f:
-      tokens = [line.rstrip("\r\n") for line in f]
+    with tf.io.gfile.GFile(path, "rb") as f:
+      # Lines end at "\n" only (str.splitlines would also cut at other
+      # separators that a token may hold).
+      tokens = [line.rstrip("\r") for line in f.read().decode(
+          "utf-8").split("\n")]
   except UnicodeDecodeError:
     raise ValueError(f"vocab file {path} is not UTF-8 text") from None
   while tokens and not tokens[-1]:

@@ -1,11 +1,15 @@
 """Tests of the `data` package on the tiny corpus (tests/testdata)."""
 
+import glob
 import gzip
+import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -17,9 +21,11 @@ import data
 from data import builder
 from data import corpus
 from data import export
+from data import files
 from data import masking
 from data import pairs
 from data import pipeline
+from data import records
 from data import vocab
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,7 +44,7 @@ def tiny(tmp_path_factory):
 
 def _dataset(data_dir, **kwargs):
   args = dict(TINY_ARGS, data_dir=data_dir, global_batch_size=8,
-              max_predictions_per_seq=PRED, shuffle_buffer_size=300)
+              max_predictions_per_seq=PRED)
   args.update(kwargs)
   return data.build_dataset(**args)
 
@@ -358,6 +364,87 @@ def test_iterator_checkpoint_restore(tiny, tmp_path):
                  for _ in range(3)])
 
 
+# Per-host input: each host reads its share only.
+
+
+def _host(data_dir, hosts, i, **kwargs):
+  ctx = tf.distribute.InputContext(num_input_pipelines=hosts,
+                                   input_pipeline_id=i,
+                                   num_replicas_in_sync=hosts)
+  return _dataset(data_dir, input_context=ctx, **kwargs)
+
+
+@pytest.mark.parametrize("bucket_width", [None, 8])
+def test_hosts_together_give_the_global_batches(tiny, bucket_width):
+  # Host i of n holds rows i, i + n, ... of each global batch, masks
+  # included, whatever n.
+  data_dir, _ = tiny
+  whole = _batches(_dataset(data_dir, bucket_width=bucket_width), 5)
+  for hosts in (2, 4):
+    shares = [_batches(_host(data_dir, hosts, i, bucket_width=bucket_width), 5)
+              for i in range(hosts)]
+    for k, batch in enumerate(whole):
+      for i in range(hosts):
+        for name in batch:
+          np.testing.assert_array_equal(batch[name][i::hosts],
+                                        shares[i][k][name], err_msg=name)
+
+
+@pytest.mark.parametrize("bucket_width", [None, 8])
+def test_the_data_position_is_the_step(tiny, bucket_width):
+  # Started at step 70 (past a window of length buckets), one or 4 hosts
+  # give the batches that come after 70 steps of an uninterrupted stream.
+  data_dir, _ = tiny
+  after = _batches(_dataset(data_dir, bucket_width=bucket_width), 72)[70:]
+  _assert_batches_equal(after, _batches(
+      _dataset(data_dir, bucket_width=bucket_width, start_step=70), 2))
+  shares = [_batches(_host(data_dir, 4, i, bucket_width=bucket_width,
+                           start_step=70), 2) for i in range(4)]
+  for k, batch in enumerate(after):
+    for i in range(4):
+      np.testing.assert_array_equal(batch["input_word_ids"][i::4],
+                                    shares[i][k]["input_word_ids"])
+
+
+def test_epochs_are_seeded_permutations(tiny):
+  _, prepared = tiny
+  n = prepared.num_examples["train"]
+  epochs = [records.permutation(np.arange(n), n, 0, epoch) for epoch in (0, 1)]
+  for order in epochs:
+    assert sorted(order.tolist()) == list(range(n))
+  assert not np.array_equal(epochs[0], epochs[1])
+  np.testing.assert_array_equal(
+      records.permutation(np.arange(n)[::-7], n, 0, 1), epochs[1][::-7])
+  assert not np.array_equal(records.permutation(np.arange(n), n, 1, 0),
+                            epochs[0])
+
+
+def test_a_host_reads_only_its_share(tiny, monkeypatch):
+  data_dir, _ = tiny
+  read = []
+  real_read = records.Records.read
+  monkeypatch.setattr(records.Records, "read",
+                      lambda self, i: read.append(len(i)) or real_read(self, i))
+  _batches(_host(data_dir, 4, 1), 3)
+  # 3 steps of 2 examples, and what prefetching read ahead: far from the
+  # 4 x 8 examples of the global batches.
+  assert sum(read[:3]) == 6
+
+
+def test_a_dataset_prepared_before_the_index_is_indexed(tiny, tmp_path):
+  data_dir, prepared = tiny
+  expected = _batches(_dataset(data_dir), 2)
+  old = tmp_path / "old"
+  shutil.copytree(data_dir, old)
+  for index in glob.glob(str(old / "**" / "index-*.npz"), recursive=True):
+    os.remove(index)
+  with pytest.raises(FileNotFoundError, match="not prepared"):
+    _dataset(str(old))
+  again = data.prepare_dataset(str(old), progress=False, **TINY_ARGS)
+  assert again.num_examples == prepared.num_examples
+  _assert_batches_equal(expected, _batches(_dataset(str(old)), 2))
+
+
 # Other corpus sources and bad input.
 
 
@@ -409,6 +496,128 @@ def test_bad_inputs(tiny, tmp_path):
                        global_batch_size=8)
   with pytest.raises(ValueError, match="masking='random'"):
     _dataset(data_dir, masking="random")
+
+
+# One build per dataset.
+
+# A process of a job: prepares the tiny dataset, building it or not, and
+# counts its builds in builds.log.
+_JOB_PROCESS = """
+import json, sys
+import data
+from data import prepared
+build = sys.argv[2] == "chief"
+real_build = prepared._build
+def counted_build(*args):
+  with open(sys.argv[1] + "/builds.log", "a") as f:
+    f.write(sys.argv[2] + "\\n")
+  real_build(*args)
+prepared._build = counted_build
+p = data.prepare_dataset(sys.argv[1], corpus=sys.argv[3], vocab_size=512,
+                         max_seq_length=64, progress=False, build=build)
+print(json.dumps([p.dataset_dir, p.num_examples, p.shards]))
+"""
+
+
+def test_one_build_per_job(tiny, tmp_path):
+  # The worker starts first and finds nothing; the chief builds once; both
+  # get the same dataset, the tiny fixture's.
+  _, expected = tiny
+  shared = tmp_path / "shared"
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+  procs = []
+  for role in ("worker", "chief"):
+    procs.append(subprocess.Popen(
+        [sys.executable, "-c", _JOB_PROCESS, str(shared), role, TINY],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True))
+    time.sleep(1)
+  outs = [p.communicate(timeout=600) for p in procs]
+  assert all(p.returncode == 0 for p in procs), outs
+  assert (shared / "builds.log").read_text() == "chief\n"
+  worker, chief = (out.strip().splitlines()[-1] for out, _ in outs)
+  assert worker == chief
+  dataset_dir, num_examples, _ = json.loads(chief)
+  assert num_examples == expected.num_examples
+  # Nothing is left of the scratch folder.
+  assert os.listdir(os.path.dirname(os.path.dirname(dataset_dir))) == [
+      os.path.basename(os.path.dirname(dataset_dir))]
+
+
+def test_waiting_for_a_build_that_never_comes(tmp_path):
+  start = time.time()
+  with pytest.raises(TimeoutError, match=r"did not appear in .* within 1 s; "
+                     "the chief builds it there"):
+    data.prepare_dataset(str(tmp_path), progress=False, build=False, wait_s=1,
+                         **TINY_ARGS)
+  assert time.time() - start < 10
+  assert not os.listdir(tmp_path)
+
+
+def test_an_interrupted_build_leaves_no_dataset(tmp_path, monkeypatch):
+  def interrupted(self, *args, **kwargs):
+    raise KeyboardInterrupt  # Ctrl-C halfway through the build.
+  monkeypatch.setattr(builder.BertPretraining, "download_and_prepare",
+                      interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    data.prepare_dataset(str(tmp_path), progress=False, **TINY_ARGS)
+  with pytest.raises(FileNotFoundError, match="not prepared"):
+    data.build_dataset(data_dir=str(tmp_path), global_batch_size=8,
+                       **TINY_ARGS)
+  assert os.listdir(tmp_path / "bert_pretraining") == []
+
+
+# Data dirs on other file systems.
+
+
+def test_data_dir_on_another_file_system(tiny):
+  # ram:// stands for gs:// here: both go through tf.io.gfile, and neither
+  # is a local path that os.path.abspath may touch.
+  data_dir, prepared = tiny
+  remote = "ram://bert_lamb_test/data"
+  on_ram = data.prepare_dataset(remote, progress=False, **TINY_ARGS)
+  assert on_ram.dataset_dir.startswith(remote + "/bert_pretraining/")
+  assert on_ram.num_examples == prepared.num_examples
+  assert on_ram.vocab_file.startswith(remote)
+  assert not os.path.exists("ram:")
+  # The same batches as from the local data dir; prepared once.
+  _assert_batches_equal(_batches(_dataset(data_dir), 2),
+                        _batches(_dataset(remote), 2))
+  assert data.prepare_dataset(remote, progress=False,
+                              **TINY_ARGS).dataset_dir == on_ram.dataset_dir
+
+
+def test_unanswered_file_system_fails_in_bounded_time(monkeypatch):
+  monkeypatch.setattr(tf.io.gfile, "exists", lambda path: time.sleep(60))
+  start = time.time()
+  with pytest.raises(files.UnreachableError,
+                     match=r"^cannot reach GCS for gs://b/d: no answer "):
+    files.check_reachable("gs://b/d", timeout_s=0.5)
+  assert time.time() - start < 5
+
+
+@pytest.mark.parametrize("module", ["data.prepare", "trainer.main"])
+def test_gs_data_dir_without_network_is_one_line(module, tmp_path):
+  gs = "gs://bert-lamb-test-no-such-bucket/data"
+  args = [f"--data_dir={gs}"]
+  if module == "trainer.main":
+    args += [f"--gin_file={ROOT}/configs/tiny.gin",
+             f"--model_dir={tmp_path}/run"]
+  # The trainer runs from the repository root (the configs' includes).
+  cwd = ROOT if module == "trainer.main" else tmp_path
+  start = time.time()
+  result = subprocess.run(
+      [sys.executable, "-m", module, *args], cwd=cwd,
+      capture_output=True, text=True, timeout=240, check=False,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT))
+  # The import of TensorFlow, then one question to GCS (30 s at most).
+  assert time.time() - start < 120
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: "), last
+  assert f"cannot reach GCS for {gs}: " in last
+  assert not os.path.exists(os.path.join(cwd, "gs:"))
 
 
 def test_cli_bad_input_is_one_line(tmp_path):

@@ -210,11 +210,14 @@ def test_schedule_values():
 
 
 def test_multi_worker_matches_single_process(data_dir, tmp_path):
+  # The workers start on an empty data dir: the chief builds the dataset,
+  # the other worker waits for it, and they train as one process does on
+  # the dataset built alone.
   ports = [free_port(), free_port()]
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
   procs = [subprocess.Popen(
       [sys.executable, "-m", "trainer.main",
-       *cli_args(tmp_path / "mw", data_dir, parallel=2)],
+       *cli_args(tmp_path / "mw", tmp_path / "fresh_data", parallel=2)],
       cwd=ROOT, env={**os.environ, "TF_CONFIG": json.dumps(
           {"cluster": cluster, "task": {"type": "worker", "index": i}})},
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

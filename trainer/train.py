@@ -163,6 +163,7 @@ def _plan(strategy, dataset, *, total_steps, global_batch_size,
 
 def _writable_dir(path):
   """Creates `path` and proves it writable, before anything is trained."""
+  files.check_reachable(path)  # A gs:// model_dir without network: one line.
   try:
     tf.io.gfile.makedirs(path)
     # A name of its own: every host of a job probes the same directory.
@@ -666,7 +667,9 @@ def _train(strategy, plan, chief, ckpt_dir, *, model_dir, data_dir,
   """`train` once the settings are checked and the directories exist."""
   with runtime.training_settings(seed=seed, deterministic=deterministic,
                                  precision=plan.precision):
-    prepared = data.prepare_dataset(data_dir, seed=seed, **dataset.identity())
+    # The chief builds a missing dataset; the other workers wait for it.
+    prepared = data.prepare_dataset(data_dir, seed=seed, build=chief,
+                                    **dataset.identity())
     eval_batches = _eval_batches(eval_examples,
                                  prepared.num_examples["validation"],
                                  plan.micro_batch)
