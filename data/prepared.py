@@ -28,7 +28,6 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Tuple
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -36,7 +35,6 @@ from data import assets as assets_lib
 from data import builder as builder_lib
 from data import defaults
 from data import files
-from data import records as records_lib
 from data import vocab as vocab_lib
 
 # Written last into a dataset's folder: its presence means complete.
@@ -110,25 +108,6 @@ def _shards(dataset_dir: str) -> Dict[str, List[Tuple[str, int]]]:
   return shards
 
 
-def _write_indexes(dataset_dir: str) -> None:
-  """Writes each split's index (`records`): one pass over its records."""
-  for split, shards in _shards(dataset_dir).items():
-    paths = [path for path, _ in shards]
-    lengths = tf.data.TFRecordDataset(paths).map(
-        builder_lib.features().deserialize_example,
-        num_parallel_calls=tf.data.AUTOTUNE).map(
-            lambda e: tf.size(e["tokens_a"]) + tf.size(e["tokens_b"]) + 3
-        ).batch(65536)
-    records_lib.write_index(
-        dataset_dir, split, paths,
-        np.concatenate([b.numpy() for b in lengths] + [np.zeros([0], int)]))
-
-
-def _has_indexes(dataset_dir: str) -> bool:
-  return all(tf.io.gfile.exists(records_lib.index_path(dataset_dir, split))
-             for split in _shards(dataset_dir))
-
-
 def _read_prepared(data_dir: str, config: builder_lib.BertPretrainingConfig
                   ) -> PreparedDataset:
   """Describes a prepared dataset from the files TFDS wrote."""
@@ -152,10 +131,8 @@ def _read_prepared(data_dir: str, config: builder_lib.BertPretrainingConfig
 def _is_prepared(data_dir: str,
                  config: builder_lib.BertPretrainingConfig) -> bool:
   # `_commit` renames the dataset's folder into place once it is complete;
-  # a copy to a remote data dir writes the marker last. Datasets prepared
-  # before the record index existed get it from `prepare_dataset`.
-  dataset_dir = _dataset_dir(data_dir, config)
-  return _is_complete(dataset_dir) and _has_indexes(dataset_dir)
+  # a copy to a remote data dir writes the marker last.
+  return _is_complete(_dataset_dir(data_dir, config))
 
 
 def _copy_dataset(source: str, target: str) -> None:
@@ -242,7 +219,6 @@ def _build(data_dir: str, config: builder_lib.BertPretrainingConfig,
     builder = builder_class(config=named, data_dir=scratch)
     builder.assets = assets
     builder.download_and_prepare()
-    _write_indexes(_dataset_dir(scratch, config))
     _commit(_dataset_dir(scratch, config), _dataset_dir(data_dir, config))
   finally:
     shutil.rmtree(scratch, ignore_errors=True)
@@ -316,12 +292,7 @@ def prepare_dataset(data_dir: Optional[str] = None, *,
       tfds_data_dir=tfds_data_dir)
   if not build:
     _wait_until_prepared(data_dir, config, wait_s, progress)
-  elif _is_complete(_dataset_dir(data_dir, config)):
-    if not _is_prepared(data_dir, config):
-      assets_lib.log(progress, f"Indexing the records of {config.name} (once, "
-                     "for datasets prepared before the index existed)...")
-      _write_indexes(_dataset_dir(data_dir, config))
-  else:
+  elif not _is_prepared(data_dir, config):
     _remove_stale_scratch(data_dir, config, progress)
     # Corpus and vocab first: bad input fails before TFDS starts a build.
     assets = assets_lib.prepare_assets(data_dir, config, progress=progress)

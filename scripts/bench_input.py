@@ -2,12 +2,6 @@ r"""Examples/s of the input pipeline alone, next to what the trainer consumes.
 
   python -m scripts.bench_input --data_dir=~/bert_lamb_data \
       [--trainer_model_dir=runs/bert_lamb | --trainer_examples_per_sec=N]
-  python -m scripts.bench_input --data_dir=~/bert_lamb_data --hosts=64
-
-`--hosts=N` times one host's pipeline as host 0 of N simulated hosts: the
-global batch is N times `--batch_size`, of which the host reads, parses and
-masks its share. Per-host input costs its share only when the rate as 1 of
-N is close to the rate alone (results/bench_input.md).
 
 Default config: that of configs/bert_lamb.gin (the embedded corpus, 128
 tokens, 20 predictions, batch 64, dynamic masking, length buckets of 8 tokens
@@ -31,7 +25,6 @@ import time
 
 from absl import app
 from absl import flags
-import tensorflow as tf
 
 import data
 from data import batching
@@ -39,8 +32,7 @@ from data import defaults
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Data dir (default ~/bert_lamb_data).")
-flags.DEFINE_integer("batch_size", 64, "Examples per step of this host.")
-flags.DEFINE_integer("hosts", 1, "Simulated hosts; this pipeline is host 0.")
+flags.DEFINE_integer("batch_size", 64, "Global batch size.")
 flags.DEFINE_integer("max_seq_length", defaults.MAX_SEQ_LENGTH,
                      "Tokens per example.")
 flags.DEFINE_integer("max_predictions_per_seq",
@@ -73,13 +65,9 @@ def main(argv):
   del argv
   data.prepare_dataset(FLAGS.data_dir, max_seq_length=FLAGS.max_seq_length)
   bucket_width = FLAGS.bucket_width or None
-  # As trainer/train.py builds it on host 0 of `--hosts`, one replica each.
-  context = tf.distribute.InputContext(num_input_pipelines=FLAGS.hosts,
-                                       input_pipeline_id=0,
-                                       num_replicas_in_sync=FLAGS.hosts)
+  # As trainer/train.py builds it on one host with one replica.
   ds = data.build_dataset(
-      context, data_dir=FLAGS.data_dir,
-      global_batch_size=FLAGS.batch_size * FLAGS.hosts,
+      data_dir=FLAGS.data_dir, global_batch_size=FLAGS.batch_size,
       max_seq_length=FLAGS.max_seq_length,
       max_predictions_per_seq=FLAGS.max_predictions_per_seq,
       masking=FLAGS.masking, bucket_width=bucket_width)
@@ -92,8 +80,7 @@ def main(argv):
     batches += 1
   rate = batches * FLAGS.batch_size / (time.perf_counter() - start)
   print(f"input pipeline: {rate:,.0f} examples/s "
-        f"(host 0 of {FLAGS.hosts}, "
-        f"batch {FLAGS.batch_size}, seq {FLAGS.max_seq_length}, "
+        f"(batch {FLAGS.batch_size}, seq {FLAGS.max_seq_length}, "
         f"{FLAGS.masking} masking, buckets {bucket_width}, "
         f"{os.cpu_count()} CPUs)")
   consumed = FLAGS.trainer_examples_per_sec

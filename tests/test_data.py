@@ -1,12 +1,10 @@
 """Tests of the `data` package on the tiny corpus (tests/testdata)."""
 
-import glob
 import gzip
 import json
 import math
 import os
 import random
-import shutil
 import subprocess
 import sys
 import time
@@ -25,7 +23,6 @@ from data import files
 from data import masking
 from data import pairs
 from data import pipeline
-from data import records
 from data import vocab
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,7 +41,7 @@ def tiny(tmp_path_factory):
 
 def _dataset(data_dir, **kwargs):
   args = dict(TINY_ARGS, data_dir=data_dir, global_batch_size=8,
-              max_predictions_per_seq=PRED)
+              max_predictions_per_seq=PRED, shuffle_buffer_size=300)
   args.update(kwargs)
   return data.build_dataset(**args)
 
@@ -362,87 +359,6 @@ def test_iterator_checkpoint_restore(tiny, tmp_path):
   _assert_batches_equal(
       expected, [{k: v.numpy() for k, v in next(restored).items()}
                  for _ in range(3)])
-
-
-# Per-host input: each host reads its share only.
-
-
-def _host(data_dir, hosts, i, **kwargs):
-  ctx = tf.distribute.InputContext(num_input_pipelines=hosts,
-                                   input_pipeline_id=i,
-                                   num_replicas_in_sync=hosts)
-  return _dataset(data_dir, input_context=ctx, **kwargs)
-
-
-@pytest.mark.parametrize("bucket_width", [None, 8])
-def test_hosts_together_give_the_global_batches(tiny, bucket_width):
-  # Host i of n holds rows i, i + n, ... of each global batch, masks
-  # included, whatever n.
-  data_dir, _ = tiny
-  whole = _batches(_dataset(data_dir, bucket_width=bucket_width), 5)
-  for hosts in (2, 4):
-    shares = [_batches(_host(data_dir, hosts, i, bucket_width=bucket_width), 5)
-              for i in range(hosts)]
-    for k, batch in enumerate(whole):
-      for i in range(hosts):
-        for name in batch:
-          np.testing.assert_array_equal(batch[name][i::hosts],
-                                        shares[i][k][name], err_msg=name)
-
-
-@pytest.mark.parametrize("bucket_width", [None, 8])
-def test_the_data_position_is_the_step(tiny, bucket_width):
-  # Started at step 70 (past a window of length buckets), one or 4 hosts
-  # give the batches that come after 70 steps of an uninterrupted stream.
-  data_dir, _ = tiny
-  after = _batches(_dataset(data_dir, bucket_width=bucket_width), 72)[70:]
-  _assert_batches_equal(after, _batches(
-      _dataset(data_dir, bucket_width=bucket_width, start_step=70), 2))
-  shares = [_batches(_host(data_dir, 4, i, bucket_width=bucket_width,
-                           start_step=70), 2) for i in range(4)]
-  for k, batch in enumerate(after):
-    for i in range(4):
-      np.testing.assert_array_equal(batch["input_word_ids"][i::4],
-                                    shares[i][k]["input_word_ids"])
-
-
-def test_epochs_are_seeded_permutations(tiny):
-  _, prepared = tiny
-  n = prepared.num_examples["train"]
-  epochs = [records.permutation(np.arange(n), n, 0, epoch) for epoch in (0, 1)]
-  for order in epochs:
-    assert sorted(order.tolist()) == list(range(n))
-  assert not np.array_equal(epochs[0], epochs[1])
-  np.testing.assert_array_equal(
-      records.permutation(np.arange(n)[::-7], n, 0, 1), epochs[1][::-7])
-  assert not np.array_equal(records.permutation(np.arange(n), n, 1, 0),
-                            epochs[0])
-
-
-def test_a_host_reads_only_its_share(tiny, monkeypatch):
-  data_dir, _ = tiny
-  read = []
-  real_read = records.Records.read
-  monkeypatch.setattr(records.Records, "read",
-                      lambda self, i: read.append(len(i)) or real_read(self, i))
-  _batches(_host(data_dir, 4, 1), 3)
-  # 3 steps of 2 examples, and what prefetching read ahead: far from the
-  # 4 x 8 examples of the global batches.
-  assert sum(read[:3]) == 6
-
-
-def test_a_dataset_prepared_before_the_index_is_indexed(tiny, tmp_path):
-  data_dir, prepared = tiny
-  expected = _batches(_dataset(data_dir), 2)
-  old = tmp_path / "old"
-  shutil.copytree(data_dir, old)
-  for index in glob.glob(str(old / "**" / "index-*.npz"), recursive=True):
-    os.remove(index)
-  with pytest.raises(FileNotFoundError, match="not prepared"):
-    _dataset(str(old))
-  again = data.prepare_dataset(str(old), progress=False, **TINY_ARGS)
-  assert again.num_examples == prepared.num_examples
-  _assert_batches_equal(expected, _batches(_dataset(str(old)), 2))
 
 
 # Other corpus sources and bad input.
