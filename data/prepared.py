@@ -219,7 +219,13 @@ def _build(data_dir: str, config: builder_lib.BertPretrainingConfig,
     builder = builder_class(config=named, data_dir=scratch)
     builder.assets = assets
     builder.download_and_prepare()
-    _commit(_dataset_dir(scratch, config), _dataset_dir(data_dir, config))
+    # Where TFDS wrote it: the scratch folder, unless a TFDS test context
+    # (`tfds.testing.mock_data`) pins every builder's data dir, in which case
+    # it is already in place.
+    built = str(builder.data_dir)
+    target = _dataset_dir(data_dir, config)
+    if os.path.normpath(built) != os.path.normpath(target):
+      _commit(built, target)
   finally:
     shutil.rmtree(scratch, ignore_errors=True)
 

@@ -81,6 +81,8 @@ def retention(best: Dict, optimizer: str, k: int) -> Optional[float]:
   """Best eval MLM accuracy at k x B0 over the best at B0."""
   if (optimizer, 1) not in best or (optimizer, k) not in best:
     return None
+  if not best[(optimizer, 1)]["eval_mlm_accuracy"]:
+    return None  # A B0 that learned nothing (e.g. --quick) has no ratio.
   return (best[(optimizer, k)]["eval_mlm_accuracy"] /
           best[(optimizer, 1)]["eval_mlm_accuracy"])
 
