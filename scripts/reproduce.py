@@ -36,10 +36,9 @@ pretraining run), scaling_downstream.csv (a row per fine-tune), scaling.md
 and four plots (scripts/scaling_report.py).
 
 --quick (tiny model and corpus, a few steps, fewer runs, one fine-tune of a
-few steps) exercises every path; its numbers mean nothing. Measured on a
-2-core Xeon with avx512_bf16 shared with other jobs (load average 7 to 8):
-12.3 minutes of wall time and 5.4 minutes of user CPU time for its 11
-subprocesses.
+few steps) exercises every path; its numbers mean nothing. Measured alone
+on a 2-core Intel Xeon with avx512_bf16 (inside `pytest tests`): 150 s of
+wall time for its 11 subprocesses, most of it TensorFlow start-up.
 """
 
 import dataclasses
