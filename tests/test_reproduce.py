@@ -74,11 +74,35 @@ def test_bindings_exact():
       "learning_rate_schedule.peak_learning_rate = 0.016",
       "train.eval_every_steps = 46",
       "train.checkpoint_every_steps = 46",
-      "train.steps_per_loop = 9"]
+      "train.steps_per_loop = 9",
+      "train.parallel_micro_batches = 1"]
+  assert not any("parallel" in b for b in
+                 reproduce.bindings(runs["lamb_b0x1_lrx2"], "/r"))
   assert reproduce.bindings(runs["two_phase_2"], "/r")[-1] == (
       "train.init_checkpoint = '/r/two_phase_1'")
   assert not any("optimizer" in b for b in
                  reproduce.bindings(runs["lamb_b0x1_lrx2"], "/r"))
+
+
+def test_job_order():
+  """Two phases, then exports and fine-tunes as soon as they can start, then
+  the scaling runs: B0, the largest batch, the rest; the rule's rate first."""
+  recipe = reproduce.read_recipe("configs/reduced")
+  runs = reproduce.plan(recipe, (1, 4, 16), (0.5, 1.0, 2.0))
+  jobs = reproduce.make_jobs(runs, reproduce.MODES["default"], "/r", None,
+                             recipe)
+  pretrain = [j.name for j in jobs if j.kind == "pretrain"]
+  assert pretrain[:3] == ["two_phase_1", "two_phase_2", "single_phase_long"]
+  assert pretrain[3:9] == [
+      "adamw_b0x1_lrx1", "lamb_b0x1_lrx1", "adamw_b0x1_lrx0.5",
+      "adamw_b0x1_lrx2", "lamb_b0x1_lrx0.5", "lamb_b0x1_lrx2"]
+  assert [j.name for j in jobs][-6:] == [
+      "adamw_b0x4_lrx1", "lamb_b0x4_lrx1", "adamw_b0x4_lrx0.5",
+      "adamw_b0x4_lrx2", "lamb_b0x4_lrx0.5", "lamb_b0x4_lrx2"]
+  assert pretrain[9:11] == ["adamw_b0x16_lrx1", "lamb_b0x16_lrx1"]
+  names = [j.name for j in jobs]
+  assert names.index("finetune_two_phase_seed2") < names.index(
+      "adamw_b0x1_lrx1")
 
 
 @pytest.mark.parametrize("config_dir", ["configs/reduced",
