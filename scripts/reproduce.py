@@ -335,7 +335,7 @@ def pretrain_row(run: Run, model_dir: str, wall_seconds: float) -> Dict:
              grad_accumulation=run.grad_accumulation, steps=run.steps,
              examples=run.examples, peak_lr=run.peak_lr,
              lr_factor=run.lr_factor, warmup_steps=run.warmup_steps,
-             wall_minutes=round(wall_seconds / 60, 2),
+             process_minutes=round(wall_seconds / 60, 2),
              noise_scale_median=noise_scale_median(records, run.steps),
              init_from=run.init_from)
   row.update({k: evals[-1][k] for k in ("eval_mlm_accuracy", "eval_mlm_loss",

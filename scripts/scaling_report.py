@@ -57,6 +57,18 @@ def read_metrics(model_dir: str) -> List[Dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def train_minutes(records: List[Dict], global_batch: int) -> float:
+  """A run's training time from its metrics: each logged loop's examples
+  over its examples/s, summed, so a run resumed after a stop counts every
+  part of it once (start-up, evals and the pause between do not count)."""
+  seconds, last = 0.0, 0
+  for r in records:
+    if "examples_per_second" in r:
+      seconds += (r["step"] - last) * global_batch / r["examples_per_second"]
+      last = r["step"]
+  return seconds / 60
+
+
 def usable_cores() -> List[int]:
   try:
     return sorted(os.sched_getaffinity(0))
@@ -155,7 +167,9 @@ def _markdown(rows, downstream, settings, recipe, command, total,
       f"`{command}` on {machine()}: {span_minutes:.0f} minutes from the "
       f"first run's start to the last one's end, {wall_minutes:.0f} minutes "
       "of runs in all (several run at once, each on a core of its own; "
-      "dataset builds and exports not counted). Configs: "
+      "dataset builds and exports not counted). A pretraining run's wall "
+      "time is its training loops' own, from its metrics.jsonl: summed "
+      "over restarts, start-up and evals left out. Configs: "
       f"`{settings.config_dir}/` (scaling.gin, two_phase_1.gin, "
       "two_phase_2.gin, long.gin). At k x B0 (B0 = "
       f"{recipe.b0}) a run takes k micro-batches of B0 summed by gradient "
@@ -381,6 +395,9 @@ def write_outputs(runs: Sequence, jobs: Sequence, recipe, settings,
   the runs finished so far."""
   rows = [row for row in (read_result(runs_dir, r.name)
                           for r in runs) if row]
+  for row in rows:  # From the metrics, whatever the run's restarts.
+    row["wall_minutes"] = train_minutes(
+        read_metrics(os.path.join(runs_dir, row["run"])), row["global_batch"])
   downstream = [row for row in (read_result(runs_dir, j.name)
                                 for j in jobs if j.kind == "finetune") if row]
   _write_csv(rows, CSV_COLUMNS, os.path.join(out_dir, "scaling.csv"))

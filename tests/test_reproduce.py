@@ -84,6 +84,14 @@ def test_bindings_exact():
                  reproduce.bindings(runs["lamb_b0x1_lrx2"], "/r"))
 
 
+def test_train_minutes_sum_the_loops_not_the_evals():
+  records = [dict(step=10, examples_per_second=2.0),
+             dict(step=10, eval_mlm_accuracy=0.1),
+             dict(step=20, examples_per_second=4.0)]
+  # (10 x 4 / 2 + 10 x 4 / 4) seconds.
+  assert scaling_report.train_minutes(records, 4) == 30.0 / 60
+
+
 def test_job_order():
   """Two phases, then exports and fine-tunes as soon as they can start, then
   the scaling runs: B0, the largest batch, the rest; the rule's rate first."""
