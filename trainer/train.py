@@ -29,6 +29,7 @@ pieces it is given (`encoder`, `dataset`, `learning_rate_schedule`,
 `optimizer`) for the configs.
 """
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -174,6 +175,26 @@ def _writable_dir(path):
   except (tf.errors.OpError, OSError) as e:
     raise PermissionError(f"model_dir {path} is not writable: "
                           f"{str(e).splitlines()[0]}") from None
+
+
+@contextlib.contextmanager
+def _checkpoint_dir(strategy, model_dir, chief):
+  """Where this worker saves: `model_dir` on the chief. The other workers
+  must take part in each save (it may run collectives) but their copy is
+  thrown away: it goes to a scratch directory of their own, removed at the
+  end."""
+  if chief:
+    yield model_dir
+    return
+  scratch = tempfile.mkdtemp(
+      prefix=f"worker{distribute.worker_index(strategy)}_ckpt_")
+  try:
+    yield scratch
+  finally:
+    try:
+      tf.io.gfile.rmtree(scratch)
+    except (tf.errors.OpError, OSError):
+      pass  # Scratch in the system's temp directory: not worth an error.
 
 
 def _write_run_assets(model_dir, encoder, vocab_file):
@@ -626,47 +647,9 @@ def train(model_dir, data_dir=None, strategy=None, gradient_hook=None,
                parallel_micro_batches=parallel_micro_batches)
   chief = distribute.is_chief(strategy)
   _writable_dir(model_dir)
-  # Non-chief workers must take part in each save (it may run collectives)
-  # but their copy is thrown away: it goes to a scratch directory of their
-  # own, removed at the end.
-  ckpt_dir = model_dir if chief else tempfile.mkdtemp(
-      prefix=f"worker{distribute.worker_index(strategy)}_ckpt_")
-  try:
-    return _train(strategy, plan, chief, ckpt_dir, model_dir=model_dir,
-                  data_dir=data_dir, gradient_hook=gradient_hook,
-                  operative_config=operative_config, encoder=encoder,
-                  dataset=dataset,
-                  learning_rate_schedule=learning_rate_schedule,
-                  total_steps=total_steps,
-                  global_batch_size=global_batch_size,
-                  grad_accumulation_steps=grad_accumulation_steps,
-                  steps_per_loop=steps_per_loop,
-                  checkpoint_every_steps=checkpoint_every_steps,
-                  keep_checkpoints=keep_checkpoints,
-                  eval_every_steps=eval_every_steps,
-                  eval_examples=eval_examples, seed=seed,
-                  init_checkpoint=init_checkpoint, optimizer=optimizer,
-                  clip_global_norm=clip_global_norm, jit_compile=jit_compile,
-                  deterministic=deterministic,
-                  max_consecutive_skips=max_consecutive_skips)
-  finally:
-    if not chief:
-      try:
-        tf.io.gfile.rmtree(ckpt_dir)
-      except (tf.errors.OpError, OSError):
-        pass  # Scratch in the system's temp directory: not worth an error.
-
-
-def _train(strategy, plan, chief, ckpt_dir, *, model_dir, data_dir,
-           gradient_hook, operative_config, encoder, dataset,
-           learning_rate_schedule, total_steps, global_batch_size,
-           grad_accumulation_steps, steps_per_loop, checkpoint_every_steps,
-           keep_checkpoints, eval_every_steps, eval_examples, seed,
-           init_checkpoint, optimizer, clip_global_norm, jit_compile,
-           deterministic, max_consecutive_skips):
-  """`train` once the settings are checked and the directories exist."""
-  with runtime.training_settings(seed=seed, deterministic=deterministic,
-                                 precision=plan.precision):
+  with _checkpoint_dir(strategy, model_dir, chief) as ckpt_dir, \
+      runtime.training_settings(seed=seed, deterministic=deterministic,
+                                precision=plan.precision):
     # The chief builds a missing dataset; the other workers wait for it.
     prepared = data.prepare_dataset(data_dir, seed=seed, build=chief,
                                     **dataset.identity())
