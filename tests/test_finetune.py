@@ -94,11 +94,12 @@ def keyword_task(tmp_path_factory):
   return f"csv:{train},{evaluation}"
 
 
-def test_learns_a_separable_task(export_dir, keyword_task, tmp_path):
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_learns_a_separable_task(export_dir, keyword_task, tmp_path, pooling):
   metrics = finetune_lib.finetune(
       str(tmp_path / "ft"), export_dir, keyword_task, total_steps=128,
       learning_rate=2e-3, warmup_fraction=0.1, dropout=0.0,
-      use_encoder_pooler=False, **TINY)
+      pooling=pooling, **TINY)
   assert metrics["accuracy"] >= 0.95, metrics
   records = [json.loads(line) for line in
              open(tmp_path / "ft" / "metrics.jsonl")]

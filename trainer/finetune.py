@@ -6,9 +6,9 @@ r"""Fine-tunes an exported encoder on sentence (pair) classification.
 Run again with the same --model_dir to resume from its latest checkpoint.
 The encoder is `BertEncoderV2(**EXPORT/encoder_config.json)` restored from
 `EXPORT/checkpoint` (the Model Garden's `init_checkpoint` path, so dropout is
-configurable), inside the Model Garden's `BertClassifier`, which pools [CLS]
-through a new dense layer (or, with `finetune.use_encoder_pooler`, uses the
-export's pooled output); text goes through the export's own preprocessor
+configurable), under a classification layer that reads [CLS] through a new dense pooler
+(the Model Garden's `BertClassifier`), the export's pooled output, or the
+mean over the tokens (`finetune.pooling`); text goes through the export's own preprocessor
 SavedModel. Writes to --model_dir: checkpoints,
 TensorBoard summaries (train/, eval/), `metrics.jsonl` (train records, and
 eval records with `eval_accuracy`, `eval_loss` and, for tasks that report
@@ -100,9 +100,12 @@ def check_export(export_dir):
   return config, prefix
 
 
+POOLINGS = ("cls", "encoder_pooler", "mean")
+
+
 def build_classifier(config, num_classes, dropout, init_checkpoint, seed,
-                     use_encoder_pooler=False):
-  """The Model Garden's BertClassifier on a BertEncoderV2 from `config`.
+                     pooling="cls"):
+  """A classifier on a BertEncoderV2 from `config`.
 
   Args:
     config: `BertEncoderV2` keyword arguments (the export's JSON).
@@ -111,8 +114,10 @@ def build_classifier(config, num_classes, dropout, init_checkpoint, seed,
     init_checkpoint: a checkpoint prefix holding `encoder`, or None for
       random initialization (the study's baseline).
     seed: seeds the random initialization of every layer.
-    use_encoder_pooler: classify the encoder's pooled output, or [CLS]
-      through a new pooler.
+    pooling: "cls": the Model Garden's BertClassifier, [CLS] through a new
+      dense tanh pooler; "encoder_pooler": BertClassifier on the encoder's
+      pooled output; "mean": the mean of the sequence output over the real
+      tokens (input_mask), then dropout and the classification layer.
 
   Returns:
     A `tf_keras.Model` from the input dict to logits [batch, num_classes].
@@ -124,11 +129,26 @@ def build_classifier(config, num_classes, dropout, init_checkpoint, seed,
   tf_keras.utils.set_random_seed(seed)
   encoder = networks.BertEncoderV2(**dict(
       config, output_dropout=dropout, attention_dropout=dropout))
-  classifier = models.BertClassifier(
-      encoder, num_classes=num_classes, dropout_rate=dropout,
-      use_encoder_pooler=use_encoder_pooler,
-      initializer=tf_keras.initializers.TruncatedNormal(stddev=0.02,
-                                                        seed=seed))
+  initializer = tf_keras.initializers.TruncatedNormal(stddev=0.02, seed=seed)
+  if pooling not in POOLINGS:
+    raise ValueError(f"finetune.pooling must be one of {POOLINGS}, got "
+                     f"{pooling!r}")
+  if pooling == "mean":
+    inputs = {name: tf_keras.Input([None], dtype=tf.int32, name=name)
+              for name in ("input_word_ids", "input_mask", "input_type_ids")}
+    sequence = encoder(inputs)["sequence_output"]
+    mask = tf.cast(inputs["input_mask"], sequence.dtype)[:, :, None]
+    pooled = (tf.reduce_sum(sequence * mask, axis=1) /
+              tf.maximum(tf.reduce_sum(mask, axis=1), 1.0))
+    logits = tf_keras.layers.Dense(
+        num_classes, kernel_initializer=initializer, name="classifier")(
+            tf_keras.layers.Dropout(dropout)(pooled))
+    classifier = tf_keras.Model(inputs, logits)
+  else:
+    classifier = models.BertClassifier(
+        encoder, num_classes=num_classes, dropout_rate=dropout,
+        use_encoder_pooler=pooling == "encoder_pooler",
+        initializer=initializer)
   ids = tf.zeros([1, 2], tf.int32)
   classifier(dict(input_word_ids=ids, input_mask=ids, input_type_ids=ids))
   if init_checkpoint:
@@ -220,7 +240,7 @@ def finetune(model_dir, export_dir, task="tweet_sentiment", strategy=None,
              learning_rate=1e-4, warmup_fraction=0.1, seed=0,
              max_seq_length=64, dropout=0.1, optimizer="adamw",
              weight_decay_rate=0.01, init="pretrained",
-             use_encoder_pooler=False, steps_per_loop=100,
+             pooling="cls", steps_per_loop=100,
              eval_every_steps=0, checkpoint_every_steps=500,
              keep_checkpoints=2):
   """Fine-tunes and evaluates; returns the final eval metrics.
@@ -245,12 +265,13 @@ def finetune(model_dir, export_dir, task="tweet_sentiment", strategy=None,
     init: "pretrained" (the export's encoder) or "random" (same
       architecture, fresh weights: the baseline that shows what pretraining
       bought).
-    use_encoder_pooler: classify the encoder's pooled output (the export's
-      next-sentence pooler); False: a new pooler on [CLS], as the Model
-      Garden's `use_encoder_pooler=False`. The next-sentence pooler of a
-      short CPU pretraining run is saturated (54% of its tanh units above
-      0.99 on the offline task's tweets, measured on a 1,000-step run of
-      configs/bert_lamb.gin), so gradients barely pass it.
+    pooling: what the classification layer reads: "cls", [CLS] through a
+      new pooler (the Model Garden's `use_encoder_pooler=False`);
+      "encoder_pooler", the encoder's pooled output (the export's
+      next-sentence pooler, saturated after a short CPU pretraining run: 54%
+      of its tanh units above 0.99 on the offline task's tweets, measured on
+      a 1,000-step run of configs/bert_lamb.gin, so gradients barely pass
+      it); "mean", the mean of the sequence output over the real tokens.
     steps_per_loop: steps per `tf.function` call and progress line.
     eval_every_steps: evaluate every this many steps (0: at the end only).
     checkpoint_every_steps: save every this many steps, and at the end.
@@ -272,7 +293,7 @@ def finetune(model_dir, export_dir, task="tweet_sentiment", strategy=None,
         learning_rate=learning_rate, warmup_fraction=warmup_fraction,
         seed=seed, max_seq_length=max_seq_length, dropout=dropout,
         optimizer=optimizer, weight_decay_rate=weight_decay_rate, init=init,
-        use_encoder_pooler=use_encoder_pooler, steps_per_loop=steps_per_loop,
+        pooling=pooling, steps_per_loop=steps_per_loop,
         eval_every_steps=eval_every_steps,
         checkpoint_every_steps=checkpoint_every_steps,
         keep_checkpoints=keep_checkpoints)
@@ -284,7 +305,7 @@ def finetune(model_dir, export_dir, task="tweet_sentiment", strategy=None,
 def _finetune(model_dir, export_dir, task, strategy, data_dir, *,
               total_steps, global_batch_size, learning_rate, warmup_fraction,
               seed, max_seq_length, dropout, optimizer, weight_decay_rate,
-              init, use_encoder_pooler, steps_per_loop, eval_every_steps,
+              init, pooling, steps_per_loop, eval_every_steps,
               checkpoint_every_steps,
               keep_checkpoints):
   """`finetune`'s body, with dropout on checkpointed generators."""
@@ -324,7 +345,7 @@ def _finetune(model_dir, export_dir, task, strategy, data_dir, *,
     model = build_classifier(
         config, len(data.class_names), dropout,
         init_checkpoint if init == "pretrained" else None, seed,
-        use_encoder_pooler)
+        pooling)
     opt = make_optimizer(optimizer, learning_rate, total_steps,
                          int(round(warmup_fraction * total_steps)),
                          weight_decay_rate)
@@ -371,8 +392,8 @@ def _finetune(model_dir, export_dir, task, strategy, data_dir, *,
       # gradients is the gradient of the global mean.
       loss = sums[0] / batch
     grads = tape.gradient(loss, model.trainable_variables)
-    # The encoder's own pooler gets no gradient when the classifier pools
-    # [CLS] itself; it is left out rather than decayed.
+    # The encoder's own pooler gets no gradient unless the classifier reads
+    # it ("encoder_pooler"); it is left out rather than decayed.
     opt.apply_gradients([(g, v) for g, v in
                          zip(grads, model.trainable_variables)
                          if g is not None])
