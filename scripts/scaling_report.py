@@ -18,7 +18,7 @@ CSV_COLUMNS = ("study", "run", "optimizer", "seq_length", "global_batch",
                "batch_multiplier", "grad_accumulation", "steps", "examples",
                "peak_lr", "lr_factor", "warmup_steps", "eval_mlm_accuracy",
                "eval_mlm_loss", "eval_nsp_accuracy", "eval_loss",
-               "wall_minutes", "noise_scale_median")
+               "wall_minutes", "examples_per_second", "noise_scale_median")
 DOWNSTREAM_COLUMNS = ("encoder", "pretrain_run", "task", "seed", "steps",
                       "eval_accuracy", "eval_loss", "wall_minutes")
 PLOTS = ("mlm_accuracy_vs_batch.png", "eval_mlm_loss_vs_examples.png",
@@ -243,21 +243,23 @@ def _markdown(rows, downstream, settings, recipe, command, total,
 def _two_phase(rows):
   named = {r["run"]: r for r in rows if r["study"] == "two_phase"}
   lines = ["", "## Two phases against one (LAMB at B0)", "",
-           "| run | sequence | steps | examples | MLM acc | MLM loss | wall |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
+           "| run | sequence | steps | examples | MLM acc | MLM loss | wall | "
+           "examples/s (median loop) |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
   for name in ("two_phase_1", "two_phase_2", "single_phase_long"):
     if name in named:
       r = named[name]
       lines.append(f"| {name} | {r['seq_length']} | {r['steps']:,} | "
                    f"{r['examples']:,} | {r['eval_mlm_accuracy']:.4f} | "
-                   f"{r['eval_mlm_loss']:.3f} | {r['wall_minutes']:.1f} min |")
+                   f"{r['eval_mlm_loss']:.3f} | {r['wall_minutes']:.1f} min | "
+                   f"{_fmt(r.get('examples_per_second'), '.0f')} |")
   if "two_phase_1" in named and "two_phase_2" in named:
     total = named["two_phase_1"]["wall_minutes"] + named["two_phase_2"][
         "wall_minutes"]
     lines.append(f"| two phases in all | | | | "
                  f"{named['two_phase_2']['eval_mlm_accuracy']:.4f} | "
                  f"{named['two_phase_2']['eval_mlm_loss']:.3f} | "
-                 f"{total:.1f} min |")
+                 f"{total:.1f} min | |")
   lines += ["", "Phase 1's metrics are at its short length; phase 2's and "
             "the single-phase run's at the long one."]
   return lines
@@ -396,8 +398,11 @@ def write_outputs(runs: Sequence, jobs: Sequence, recipe, settings,
   rows = [row for row in (read_result(runs_dir, r.name)
                           for r in runs) if row]
   for row in rows:  # From the metrics, whatever the run's restarts.
-    row["wall_minutes"] = train_minutes(
-        read_metrics(os.path.join(runs_dir, row["run"])), row["global_batch"])
+    records = read_metrics(os.path.join(runs_dir, row["run"]))
+    row["wall_minutes"] = train_minutes(records, row["global_batch"])
+    rates = [r["examples_per_second"] for r in records
+             if "examples_per_second" in r]
+    row["examples_per_second"] = statistics.median(rates) if rates else None
   downstream = [row for row in (read_result(runs_dir, j.name)
                                 for j in jobs if j.kind == "finetune") if row]
   _write_csv(rows, CSV_COLUMNS, os.path.join(out_dir, "scaling.csv"))
