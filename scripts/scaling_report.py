@@ -69,6 +69,18 @@ def train_minutes(records: List[Dict], global_batch: int) -> float:
   return seconds / 60
 
 
+def noise_scale_quarters(records: List[Dict]) -> List[float]:
+  """Medians of the logged gradient noise scale over each quarter of the
+  logged loops (none if fewer than four were logged)."""
+  values = [r["gradient_noise_scale"] for r in records
+            if "gradient_noise_scale" in r]
+  n = len(values)
+  if n < 4:
+    return []
+  return [statistics.median(values[i * n // 4:(i + 1) * n // 4])
+          for i in range(4)]
+
+
 def usable_cores() -> List[int]:
   try:
     return sorted(os.sched_getaffinity(0))
@@ -215,14 +227,20 @@ def _markdown(rows, downstream, settings, recipe, command, total,
     lines += [f"The B0 LAMB run's noise scale: {noise:.0f} examples; "
               f"batches below it: {', '.join(map(str, below)) or 'none'}; "
               f"at or above it: {', '.join(map(str, above)) or 'none'}.", ""]
-  lines += ["| optimizer | batch | noise scale (best lr) | batch / noise "
-            "scale |", "|---|---:|---:|---:|"]
+  lines += ["The noise scale grows as a run learns, so the table gives it "
+            "by quarter of the run too (medians of the logged values; the "
+            "batch is above it where the ratio passes 1).", "",
+            "| optimizer | batch | noise scale (best lr, last half) | "
+            "batch / noise scale | by quarter of the run |",
+            "|---|---:|---:|---:|---|"]
   for key in sorted(best):
     r = best[key]
     ns = r["noise_scale_median"]
+    quarters = r.get("noise_scale_quarters") or []
     lines.append(f"| {r['optimizer']} | {r['global_batch']:,} | "
                  f"{_fmt(ns, '.0f')} | "
-                 f"{_fmt(ns and r['global_batch'] / ns, '.2f')} |")
+                 f"{_fmt(ns and r['global_batch'] / ns, '.2f')} | "
+                 f"{' / '.join(f'{q:.0f}' for q in quarters)} |")
   lines += ["", "## Every scaling run", ""]
   lines += _table(sorted(scaling, key=lambda r: (
       r["optimizer"], r["batch_multiplier"], r["lr_factor"])), RUN_COLUMNS)
@@ -403,6 +421,7 @@ def write_outputs(runs: Sequence, jobs: Sequence, recipe, settings,
     rates = [r["examples_per_second"] for r in records
              if "examples_per_second" in r]
     row["examples_per_second"] = statistics.median(rates) if rates else None
+    row["noise_scale_quarters"] = noise_scale_quarters(records)
   downstream = [row for row in (read_result(runs_dir, j.name)
                                 for j in jobs if j.kind == "finetune") if row]
   _write_csv(rows, CSV_COLUMNS, os.path.join(out_dir, "scaling.csv"))
