@@ -105,13 +105,18 @@ class Mode:
   finetune_steps: int
   eval_points: int
   log_points: int
+  # Factors tried above B0 only, on top of lr_factors.
+  extra_lr_factors_above_b0: Tuple[float, ...] = ()
 
 
 MODES = {
     # B0 and 16 x B0: below the measured noise scale and above it.
+    # Above B0 the sweep adds x0.25: at 16 x B0 the rule starts LAMB at 4e-2,
+    # twice the rate at which B0 already collapsed (x2 = 2e-2: eval MLM
+    # accuracy 0.09), so x0.5-x2 alone never reach LAMB's stable range there.
     "default": Mode("configs/reduced", (1, 16), (0.5, 1.0, 2.0),
                     DOWNSTREAM_ENCODERS, FINETUNE_SEEDS, FINETUNE_STEPS,
-                    EVAL_POINTS, LOG_POINTS),
+                    EVAL_POINTS, LOG_POINTS, (0.25,)),
     # The fewest runs that still take every path: two batches, one learning
     # rate, one fine-tune.
     "quick": Mode("configs/reduced/quick", (1, 4), (1.0,), ("lamb_b0",),
@@ -203,12 +208,14 @@ def run_name(optimizer: str, k: int, factor: float) -> str:
 
 def plan(recipe: Recipe, multipliers: Sequence[int],
          lr_factors: Sequence[float], eval_points: int = EVAL_POINTS,
-         log_points: int = LOG_POINTS) -> List[Run]:
+         log_points: int = LOG_POINTS,
+         extra_lr_factors_above_b0: Sequence[float] = ()) -> List[Run]:
   """Every pretraining run of a study.
 
   Scaling: for each optimizer, k and learning-rate factor f, batch k x B0 as
   k micro-batches of B0, STEPS_AT_B0 // k steps, peak learning rate
-  base x sqrt(k) x f. Two phases, LAMB at B0 at the rule's learning rate:
+  base x sqrt(k) x f (f in lr_factors, and above B0 also in
+  extra_lr_factors_above_b0). Two phases, LAMB at B0 at the rule's learning rate:
   phase 1 takes round(PHASE1_FRACTION x STEPS_AT_B0) steps, phase 2 the
   rest, warm-started from phase 1; the long run all of them.
   """
@@ -218,7 +225,8 @@ def plan(recipe: Recipe, multipliers: Sequence[int],
       if recipe.steps_at_b0 // k < 1:
         raise ValueError(f"{recipe.steps_at_b0} steps at B0 leave none at "
                          f"{k} x B0")
-      for f in lr_factors:
+      extra = tuple(extra_lr_factors_above_b0) if k > 1 else ()
+      for f in sorted(set(lr_factors) | set(extra)):
         runs.append(_run(recipe, run_name(optimizer, k, f), "scaling",
                          "scaling", optimizer, k, f,
                          recipe.steps_at_b0 // k, eval_points, log_points))
@@ -586,7 +594,8 @@ def reproduce(out_dir: str, runs_dir: str, data_dir: Optional[str] = None,
                                    multipliers=tuple(sorted(multipliers)))
   recipe = read_recipe(settings.config_dir)
   runs = plan(recipe, settings.multipliers, settings.lr_factors,
-              settings.eval_points, settings.log_points)
+              settings.eval_points, settings.log_points,
+              settings.extra_lr_factors_above_b0)
   os.makedirs(out_dir, exist_ok=True)
   os.makedirs(runs_dir, exist_ok=True)
   jobs = make_jobs(runs, settings, runs_dir, data_dir, recipe)
