@@ -10,8 +10,8 @@ behind, and that a two-phase, mixed-sequence-length recipe saves time. This
 script runs both experiments on a small BERT (configs/reduced/):
 
 1. Batch scaling (scaling.gin): LAMB and AdamW at k x B0 for k = 1 and 16
-   (--multipliers=1,4,16 adds 4 x B0: six more runs, about 45 minutes on 2
-   cores) on the same examples: k x the batch in 1/k of the steps, the warmup the
+   (--multipliers=1,4,16 adds 4 x B0: eight more runs) on the same
+   examples: k x the batch in 1/k of the steps, the warmup the
    same fraction of the steps, and peak learning rates of x0.5, x1 and x2
    the paper's rule, base x sqrt(k). A batch of k x B0 is k micro-batches of
    B0 summed by gradient accumulation. Every run logs the gradient noise
@@ -215,7 +215,8 @@ def plan(recipe: Recipe, multipliers: Sequence[int],
   Scaling: for each optimizer, k and learning-rate factor f, batch k x B0 as
   k micro-batches of B0, STEPS_AT_B0 // k steps, peak learning rate
   base x sqrt(k) x f (f in lr_factors, and above B0 also in
-  extra_lr_factors_above_b0). Two phases, LAMB at B0 at the rule's learning rate:
+  extra_lr_factors_above_b0). Two phases, LAMB at B0 at the rule's learning
+  rate:
   phase 1 takes round(PHASE1_FRACTION x STEPS_AT_B0) steps, phase 2 the
   rest, warm-started from phase 1; the long run all of them.
   """

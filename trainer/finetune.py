@@ -6,9 +6,10 @@ r"""Fine-tunes an exported encoder on sentence (pair) classification.
 Run again with the same --model_dir to resume from its latest checkpoint.
 The encoder is `BertEncoderV2(**EXPORT/encoder_config.json)` restored from
 `EXPORT/checkpoint` (the Model Garden's `init_checkpoint` path, so dropout is
-configurable), under a classification layer that reads [CLS] through a new dense pooler
-(the Model Garden's `BertClassifier`), the export's pooled output, or the
-mean over the tokens (`finetune.pooling`); text goes through the export's own preprocessor
+configurable), under a classification layer that reads [CLS] through a new
+dense pooler (the Model Garden's `BertClassifier`), the export's pooled
+output, or the mean over the tokens (`finetune.pooling`); text goes through
+the export's own preprocessor
 SavedModel. Writes to --model_dir: checkpoints,
 TensorBoard summaries (train/, eval/), `metrics.jsonl` (train records, and
 eval records with `eval_accuracy`, `eval_loss` and, for tasks that report
