@@ -190,14 +190,10 @@ def _markdown(rows, downstream, settings, recipe, command, total,
       "fraction of its steps, and a peak learning rate of x"
       f"{', x'.join(f'{f:g}' for f in settings.lr_factors)} the rule's "
       f"base x sqrt(k) (base: LAMB {recipe.peak_lr['LAMB']:g}, AdamW "
-      f"{recipe.peak_lr['AdamW']:g})" + (
-          "; above B0 also x" + ", x".join(
-              f"{f:g}" for f in settings.extra_lr_factors_above_b0)
-          if settings.extra_lr_factors_above_b0 else "") + (
-              ". Metrics are the final evaluation on "
-              "the held-out split. The noise scale is the median of the "
-              "logged gradient noise scale (B_simple, in examples; "
-              "trainer/noise_scale.py) over the last half of the run."), ""]
+      f"{recipe.peak_lr['AdamW']:g}). Metrics are the final evaluation on "
+      "the held-out split. The noise scale is the median of the "
+      "logged gradient noise scale (B_simple, in examples; "
+      "trainer/noise_scale.py) over the last half of the run.", ""]
   lines += ["## Best learning rate per optimizer and batch", ""]
   lines += _table([best[k] for k in sorted(best)], RUN_COLUMNS)
   lines += ["", "## Retention: best at k x B0 over best at B0", "",

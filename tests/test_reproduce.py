@@ -84,13 +84,13 @@ def test_bindings_exact():
                  reproduce.bindings(runs["lamb_b0x1_lrx2"], "/r"))
 
 
-def test_extra_rates_above_b0_only():
-  runs = reproduce.plan(_recipe(), (1, 16), (1.0,),
-                        extra_lr_factors_above_b0=(0.25,))
+def test_every_batch_gets_every_rate():
+  runs = reproduce.plan(_recipe(), (1, 16), (0.25, 1.0))
   names = sorted(r.name for r in runs if r.study == "scaling")
   assert names == ["adamw_b0x16_lrx0.25", "adamw_b0x16_lrx1",
-                   "adamw_b0x1_lrx1", "lamb_b0x16_lrx0.25", "lamb_b0x16_lrx1",
-                   "lamb_b0x1_lrx1"]
+                   "adamw_b0x1_lrx0.25", "adamw_b0x1_lrx1",
+                   "lamb_b0x16_lrx0.25", "lamb_b0x16_lrx1",
+                   "lamb_b0x1_lrx0.25", "lamb_b0x1_lrx1"]
   lamb = {r.name: r for r in runs}["lamb_b0x16_lrx0.25"]
   assert lamb.peak_lr == pytest.approx(_recipe().peak_lr["LAMB"] * 4 * 0.25)
 
