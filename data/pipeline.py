@@ -127,8 +127,8 @@ def build_dataset(input_context: Optional[tf.distribute.InputContext] = None,
                   max_seq_length: int = defaults.MAX_SEQ_LENGTH,
                   max_predictions_per_seq: int = (
                       defaults.MAX_PREDICTIONS_PER_SEQ),
-                  seed: int = 0, masking: str = "dynamic",
-                  shuffle: bool = True, repeat: bool = True,
+                  seed: int = 0, pairing_seed: Optional[int] = None,
+                  masking: str = "dynamic", shuffle: bool = True, repeat: bool = True,
                   drop_remainder: bool = True,
                   shuffle_buffer_size: int = 10_000,
                   masked_lm_prob: float = 0.15,
@@ -138,8 +138,8 @@ def build_dataset(input_context: Optional[tf.distribute.InputContext] = None,
   """Batches of masked sentence pairs for BERT pretraining.
 
   The dataset must have been prepared with `prepare_dataset` and the same
-  `data_dir`, `corpus`, `vocab_size`, `vocab_file`, `max_seq_length`, `seed`
-  and `dupe_factor`.
+  `data_dir`, `corpus`, `vocab_size`, `vocab_file`, `max_seq_length`,
+  `dupe_factor` and, as its `seed`, `pairing_seed`.
 
   Args:
     input_context: shards the data per input pipeline and sets the
@@ -152,7 +152,10 @@ def build_dataset(input_context: Optional[tf.distribute.InputContext] = None,
       tfds_data_dir: identify the prepared dataset (see `prepare_dataset`).
     max_predictions_per_seq: P, the most masked tokens per sequence (BERT: 20
       at 128 tokens, 80 at 512).
-    seed: seeds shuffling and masking (and identified the pairing).
+    seed: seeds shuffling and masking.
+    pairing_seed: the seed the dataset was paired with (`prepare_dataset`'s
+      `seed`), which identifies it; None: `seed`. Runs that differ only in
+      `seed` then read the same examples and validation split.
     masking: "dynamic" (a fresh mask each time an example comes back) or
       "static" (one fixed mask per example, as in TFRecords written once).
     shuffle: shuffle examples (buffer `shuffle_buffer_size`), differently
@@ -195,8 +198,9 @@ def build_dataset(input_context: Optional[tf.distribute.InputContext] = None,
                      f"[1, max_seq_length={max_seq_length}]")
   prepared = prepared_lib.load_prepared(
       data_dir, corpus=corpus, vocab_size=vocab_size, vocab_file=vocab_file,
-      max_seq_length=max_seq_length, seed=seed, dupe_factor=dupe_factor,
-      tfds_data_dir=tfds_data_dir)
+      max_seq_length=max_seq_length,
+      seed=seed if pairing_seed is None else pairing_seed,
+      dupe_factor=dupe_factor, tfds_data_dir=tfds_data_dir)
   special = vocab_lib.special_ids(vocab_lib.load_vocab(prepared.vocab_file))
   batch_size = (input_context.get_per_replica_batch_size(global_batch_size)
                 if input_context else global_batch_size)

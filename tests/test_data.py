@@ -345,6 +345,24 @@ def test_same_seed_same_batches(tiny):
   assert other_prepared.dataset_dir != prepared.dataset_dir
   other = _batches(_dataset(data_dir, seed=1), 1)[0]
   assert not np.array_equal(first[0]["input_word_ids"], other["input_word_ids"])
+  # Another order and masks of the same pairs: every example of seed 1's
+  # stream over pairing seed 0 is one of seed 0's.
+  def pairs(batches):  # The unmasked token ids of every example.
+    out = set()
+    for b in batches:
+      for ids, pos, target, weight in zip(
+          b["input_word_ids"], b["masked_lm_positions"], b["masked_lm_ids"],
+          b["masked_lm_weights"]):
+        ids = ids.copy()
+        ids[pos[weight > 0]] = target[weight > 0]
+        out.add(tuple(ids))
+    return out
+  epoch = pairs(_batches(_dataset(data_dir, masking="static", shuffle=False,
+                                  repeat=False), 1000))
+  reordered = _batches(_dataset(data_dir, seed=1, pairing_seed=0,
+                                masking="static"), 3)
+  assert pairs(reordered) <= epoch
+  assert pairs(reordered) != pairs(first)
 
 
 def test_iterator_checkpoint_restore(tiny, tmp_path):

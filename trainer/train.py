@@ -81,6 +81,10 @@ class DatasetSettings:
       shapes, as TPUs need).
     dupe_factor: times the training documents were paired, differently
       (`python -m data.prepare --dupe_factor`); part of the dataset's name.
+    pairing_seed: seeds which sentences are paired (`python -m data.prepare
+      --seed`); part of the dataset's name. Apart from `train.seed`, so that
+      runs of several seeds train on one dataset and are evaluated on the
+      same validation pairs.
   """
   corpus: str = defaults.CORPUS
   vocab_size: int = defaults.VOCAB_SIZE
@@ -90,13 +94,14 @@ class DatasetSettings:
   masking: str = "dynamic"
   bucket_width: Optional[int] = None
   dupe_factor: int = defaults.DUPE_FACTOR
+  pairing_seed: int = 0
 
   def identity(self):
     """The arguments that name the prepared dataset."""
     return dict(corpus=self.corpus, vocab_size=self.vocab_size,
                 vocab_file=self.vocab_file,
                 max_seq_length=self.max_seq_length,
-                dupe_factor=self.dupe_factor)
+                dupe_factor=self.dupe_factor, seed=self.pairing_seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -570,7 +575,8 @@ def train(model_dir, data_dir=None, strategy=None, gradient_hook=None,
       `global_batch_size / grad_accumulation_steps` (rounded down to whole
       batches; None: the whole split), so that how much is evaluated does
       not depend on the accumulation.
-    seed: seeds weight init, data order, masking and dropout.
+    seed: seeds weight init, data order, masking and dropout (not the
+      pairing: `dataset.pairing_seed`).
     init_checkpoint: checkpoint (or directory) whose model weights start a
       fresh run, e.g. phase 1's for phase 2.
     optimizer: optimizer class, called with `learning_rate=<schedule>`;
@@ -651,7 +657,7 @@ def train(model_dir, data_dir=None, strategy=None, gradient_hook=None,
       runtime.training_settings(seed=seed, deterministic=deterministic,
                                 precision=plan.precision):
     # The chief builds a missing dataset; the other workers wait for it.
-    prepared = data.prepare_dataset(data_dir, seed=seed, build=chief,
+    prepared = data.prepare_dataset(data_dir, build=chief,
                                     **dataset.identity())
     eval_batches = _eval_batches(eval_examples,
                                  prepared.num_examples["validation"],
