@@ -47,7 +47,6 @@ import json
 import math
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -320,13 +319,6 @@ class Job:
   any_need: bool = False
 
 
-def noise_scale_median(records: List[Dict], steps: int) -> Optional[float]:
-  """The median logged gradient noise scale over the last half of a run."""
-  values = [r["gradient_noise_scale"] for r in records
-            if "gradient_noise_scale" in r and r["step"] > steps / 2]
-  return statistics.median(values) if values else None
-
-
 def pretrain_row(run: Run, model_dir: str, wall_seconds: float) -> Dict:
   """The csv row of a finished run, from its metrics.jsonl."""
   records = scaling_report.read_metrics(model_dir)
@@ -340,7 +332,6 @@ def pretrain_row(run: Run, model_dir: str, wall_seconds: float) -> Dict:
              examples=run.examples, peak_lr=run.peak_lr,
              lr_factor=run.lr_factor, warmup_steps=run.warmup_steps,
              process_minutes=round(wall_seconds / 60, 2),
-             noise_scale_median=noise_scale_median(records, run.steps),
              init_from=run.init_from)
   row.update({k: evals[-1][k] for k in ("eval_mlm_accuracy", "eval_mlm_loss",
                                         "eval_nsp_accuracy", "eval_loss")})

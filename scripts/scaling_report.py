@@ -10,7 +10,7 @@ import csv
 import json
 import os
 import statistics
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 
 OPTIMIZERS = ("LAMB", "AdamW")
@@ -69,16 +69,59 @@ def train_minutes(records: List[Dict], global_batch: int) -> float:
   return seconds / 60
 
 
-def noise_scale_quarters(records: List[Dict]) -> List[float]:
-  """Medians of the logged gradient noise scale over each quarter of the
-  logged loops (none if fewer than four were logged)."""
-  values = [r["gradient_noise_scale"] for r in records
-            if "gradient_noise_scale" in r]
+def noise_scales(records: List[Dict], steps: int
+                 ) -> Tuple[Optional[float], List[float]]:
+  """A run's logged gradient noise scale, summed up: the median over the
+  last half of its steps, and the medians over each quarter of its logged
+  loops (none if fewer than four were logged)."""
+  logged = [r for r in records if "gradient_noise_scale" in r]
+  last_half = [r["gradient_noise_scale"] for r in logged
+               if r["step"] > steps / 2]
+  values = [r["gradient_noise_scale"] for r in logged]
   n = len(values)
-  if n < 4:
-    return []
-  return [statistics.median(values[i * n // 4:(i + 1) * n // 4])
-          for i in range(4)]
+  quarters = [statistics.median(values[i * n // 4:(i + 1) * n // 4])
+              for i in range(4)] if n >= 4 else []
+  return (statistics.median(last_half) if last_half else None), quarters
+
+
+def examples_to_reach(records: List[Dict], global_batch: int,
+                      accuracy: float) -> Optional[float]:
+  """Examples a run had seen when its eval MLM accuracy first reached
+  `accuracy`, interpolated linearly between evaluations (from 0 at step 0);
+  None if it never did."""
+  before_examples, before = 0.0, 0.0
+  for r in records:
+    if "eval_mlm_accuracy" not in r:
+      continue
+    examples, value = r["step"] * global_batch, r["eval_mlm_accuracy"]
+    if value >= accuracy:
+      if value <= before:
+        return float(examples)
+      return before_examples + (accuracy - before) / (value - before) * (
+          examples - before_examples)
+    before_examples, before = float(examples), value
+  return None
+
+
+def predicted_b0_examples(quarters: Sequence[float], examples: int, b0: int,
+                          k: int) -> float:
+  """How many examples at B0 the same progress takes as `examples` at
+  k x B0, in McCandlish et al.'s model (arXiv:1812.06162, eq. 2.11).
+
+  To make a given progress, a batch B needs E_min x (1 + B / B_noise)
+  examples, so an example at k x B0 is worth (1 + B0 / B_noise) /
+  (1 + k x B0 / B_noise) of one at B0. B_noise is B0's own measured noise
+  scale at that point of its run: `quarters` are its medians over the
+  quarters of B0's `examples`. Exact for a noise scale constant in each
+  quarter.
+  """
+  quarter, at_b0, left = examples / 4, 0.0, float(examples)
+  for noise in quarters:
+    worth = (1 + b0 / noise) / (1 + k * b0 / noise)
+    spent = min(left, quarter / worth)
+    at_b0 += spent * worth
+    left -= spent
+  return at_b0
 
 
 def usable_cores() -> List[int]:
@@ -241,6 +284,7 @@ def _markdown(rows, downstream, settings, recipe, command, total,
                  f"{_fmt(ns, '.0f')} | "
                  f"{_fmt(ns and r['global_batch'] / ns, '.2f')} | "
                  f"{' / '.join(f'{q:.0f}' for q in quarters)} |")
+  lines += _worth(rows, best, recipe)
   lines += ["", "## Every scaling run", ""]
   lines += _table(sorted(scaling, key=lambda r: (
       r["optimizer"], r["batch_multiplier"], r["lr_factor"])), RUN_COLUMNS)
@@ -256,6 +300,37 @@ def _markdown(rows, downstream, settings, recipe, command, total,
             "scaling_downstream.csv. Plots: " +
             ", ".join(f"`{p}`" for p in PLOTS) + ".", ""]
   return "\n".join(lines)
+
+
+def _worth(rows, best, recipe):
+  """What the examples of the best run at each k x B0 were worth at B0."""
+  lines = ["", "## What an example at k x B0 is worth", "",
+           "Every batch sees the same examples; the question is how far "
+           "they take it. Measured: the examples after which B0's best run "
+           "(same optimizer) first reached the larger batch's final eval MLM "
+           "accuracy, from its evaluations. Predicted: McCandlish et al.'s "
+           "model (arXiv:1812.06162), in which an example at batch B is "
+           "worth (1 + B0 / B_noise) / (1 + B / B_noise) of one at B0, with "
+           "B_noise the noise scale B0's run logged in each quarter "
+           "(`predicted_b0_examples`).", "",
+           "| optimizer | batch | final MLM acc | B0 reached it after | "
+           "share of the examples | predicted | predicted share |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+  examples = recipe.b0 * recipe.steps_at_b0
+  for optimizer, k in sorted(best):
+    r = best[(optimizer, k)]
+    if k == 1 or (optimizer, 1) not in best:
+      continue
+    measured = r.get("b0_examples_to_reach")
+    predicted = r.get("b0_examples_predicted")
+    lines.append(
+        f"| {optimizer} | {r['global_batch']:,} | "
+        f"{r['eval_mlm_accuracy']:.4f} | "
+        f"{_fmt(measured, ',.0f') if measured else 'not reached'} | "
+        f"{_fmt(measured and measured / examples, '.0%')} | "
+        f"{_fmt(predicted, ',.0f')} | "
+        f"{_fmt(predicted and predicted / examples, '.0%')} |")
+  return lines
 
 
 def _two_phase(rows):
@@ -421,7 +496,19 @@ def write_outputs(runs: Sequence, jobs: Sequence, recipe, settings,
     rates = [r["examples_per_second"] for r in records
              if "examples_per_second" in r]
     row["examples_per_second"] = statistics.median(rates) if rates else None
-    row["noise_scale_quarters"] = noise_scale_quarters(records)
+    row["noise_scale_median"], row["noise_scale_quarters"] = noise_scales(
+        records, row["steps"])
+  best = best_rows(rows)
+  for (optimizer, k), row in best.items():
+    if k == 1 or (optimizer, 1) not in best:
+      continue
+    b0 = best[(optimizer, 1)]
+    b0_records = read_metrics(os.path.join(runs_dir, b0["run"]))
+    row["b0_examples_to_reach"] = examples_to_reach(
+        b0_records, b0["global_batch"], row["eval_mlm_accuracy"])
+    if b0["noise_scale_quarters"]:
+      row["b0_examples_predicted"] = predicted_b0_examples(
+          b0["noise_scale_quarters"], row["examples"], b0["global_batch"], k)
   downstream = [row for row in (read_result(runs_dir, j.name)
                                 for j in jobs if j.kind == "finetune") if row]
   _write_csv(rows, CSV_COLUMNS, os.path.join(out_dir, "scaling.csv"))

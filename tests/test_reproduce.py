@@ -103,6 +103,40 @@ def test_train_minutes_sum_the_loops_not_the_evals():
   assert scaling_report.train_minutes(records, 4) == 30.0 / 60
 
 
+def test_noise_scales_last_half_and_quarters():
+  records = [dict(step=s, gradient_noise_scale=float(s)) for s in
+             range(1, 9)] + [dict(step=8, eval_mlm_accuracy=0.3)]
+  median, quarters = scaling_report.noise_scales(records, steps=8)
+  assert median == 6.5  # Steps 5-8.
+  assert quarters == [1.5, 3.5, 5.5, 7.5]
+  assert scaling_report.noise_scales(records[:3], steps=8) == (None, [])
+
+
+def test_examples_to_reach_interpolates_the_evaluations():
+  records = [dict(step=10, eval_mlm_accuracy=0.1),
+             dict(step=15, examples_per_second=9.0),
+             dict(step=20, eval_mlm_accuracy=0.3),
+             dict(step=30, eval_mlm_accuracy=0.5)]
+  reach = lambda a: scaling_report.examples_to_reach(records, 4, a)
+  assert reach(0.05) == pytest.approx(20.0)  # From 0 at step 0.
+  assert reach(0.2) == pytest.approx(60.0)  # Halfway from 40 to 80.
+  assert reach(0.5) == pytest.approx(120.0)
+  assert reach(0.6) is None
+
+
+def test_predicted_b0_examples_per_quarter():
+  predict = scaling_report.predicted_b0_examples
+  # At B0 itself an example is worth one.
+  assert predict([5.0, 50.0, 500.0, 5e3], 400, b0=32, k=1) == 400
+  # B_noise = B0 at 3 x B0: each example worth (1 + 1) / (1 + 3) = 1/2.
+  assert predict([32.0] * 4, 400, b0=32, k=3) == pytest.approx(200)
+  # The first quarter of B0's 400 examples (100) costs 200 at worth 1/2;
+  # the second (worth (1 + 1/3) / (1 + 1) = 2/3) 150; 50 are left for the
+  # third, worth 2/3 again: 100 + 100 + 100/3.
+  assert predict([32.0, 96.0, 96.0, 96.0], 400, b0=32, k=3) == (
+      pytest.approx(700 / 3))
+
+
 def test_job_order():
   """Two phases, then exports and fine-tunes as soon as they can start, then
   the scaling runs: B0, the largest batch, the rest; the rule's rate first."""

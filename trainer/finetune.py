@@ -25,6 +25,7 @@ Exit codes: 0 done; 1 error (one line on stderr; --verbose for the
 traceback); 130 interrupted.
 """
 
+import functools
 import json
 import os
 import sys
@@ -236,6 +237,26 @@ def _log(model_dir, chief, writers, split, step, record, line):
   writers[split].flush()
 
 
+def _checkpointed_dropout(fn):
+  """Runs `fn` with tf_keras's dropout drawing from a tf.random.Generator,
+  whose state is a variable that the checkpoint saves, so a resumed run
+  continues the same random stream (tf_keras's default, stateful random
+  ops, would restart it)."""
+
+  @functools.wraps(fn)
+  def wrapper(*args, **kwargs):
+    import tf_keras  # pylint: disable=g-import-not-at-top
+    enabled = tf_keras.backend.experimental.is_tf_random_generator_enabled()
+    tf_keras.backend.experimental.enable_tf_random_generator()
+    try:
+      return fn(*args, **kwargs)
+    finally:
+      if not enabled:
+        tf_keras.backend.experimental.disable_tf_random_generator()
+  return wrapper
+
+
+@_checkpointed_dropout
 def finetune(model_dir, export_dir, task="tweet_sentiment", strategy=None,
              data_dir=None, *, total_steps=2000, global_batch_size=32,
              learning_rate=1e-4, warmup_fraction=0.1, seed=0,
@@ -281,35 +302,6 @@ def finetune(model_dir, export_dir, task="tweet_sentiment", strategy=None,
   Returns:
     A dict: `accuracy`, `loss` (and `f1`) on the task's eval split.
   """
-  import tf_keras  # pylint: disable=g-import-not-at-top
-  # Dropout draws from a tf.random.Generator whose state is a variable that
-  # the checkpoint saves, so a resumed run continues the same random stream
-  # (tf_keras's default, stateful random ops, would restart it).
-  had_generator = tf_keras.backend.experimental.is_tf_random_generator_enabled()
-  tf_keras.backend.experimental.enable_tf_random_generator()
-  try:
-    return _finetune(
-        model_dir, export_dir, task, strategy, data_dir,
-        total_steps=total_steps, global_batch_size=global_batch_size,
-        learning_rate=learning_rate, warmup_fraction=warmup_fraction,
-        seed=seed, max_seq_length=max_seq_length, dropout=dropout,
-        optimizer=optimizer, weight_decay_rate=weight_decay_rate, init=init,
-        pooling=pooling, steps_per_loop=steps_per_loop,
-        eval_every_steps=eval_every_steps,
-        checkpoint_every_steps=checkpoint_every_steps,
-        keep_checkpoints=keep_checkpoints)
-  finally:
-    if not had_generator:
-      tf_keras.backend.experimental.disable_tf_random_generator()
-
-
-def _finetune(model_dir, export_dir, task, strategy, data_dir, *,
-              total_steps, global_batch_size, learning_rate, warmup_fraction,
-              seed, max_seq_length, dropout, optimizer, weight_decay_rate,
-              init, pooling, steps_per_loop, eval_every_steps,
-              checkpoint_every_steps,
-              keep_checkpoints):
-  """`finetune`'s body, with dropout on checkpointed generators."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from trainer import checkpointing  # pylint: disable=g-import-not-at-top
