@@ -169,6 +169,9 @@ class Run:
   eval_every: int
   steps_per_loop: int
   init_from: Optional[str] = None
+  # A run beyond the sweep's edge: made only if this run of the sweep is its
+  # best (see `plan`).
+  if_best: Optional[str] = None
 
   @property
   def examples(self):
@@ -181,7 +184,7 @@ def warmup_steps(fraction: float, steps: int) -> int:
 
 
 def _run(recipe, name, study, config, optimizer, k, factor, steps,
-         eval_points, log_points, init_from=None):
+         eval_points, log_points, init_from=None, if_best=None):
   eval_every = max(1, steps // eval_points)
   return Run(
       name=name, study=study, config=config, optimizer=optimizer,
@@ -193,7 +196,7 @@ def _run(recipe, name, study, config, optimizer, k, factor, steps,
                                 steps),
       eval_every=eval_every,
       steps_per_loop=max(1, min(eval_every, steps // log_points)),
-      init_from=init_from)
+      init_from=init_from, if_best=if_best)
 
 
 def run_name(optimizer: str, k: int, factor: float) -> str:
@@ -207,7 +210,10 @@ def plan(recipe: Recipe, multipliers: Sequence[int],
 
   Scaling: for each optimizer, k and learning-rate factor f, batch k x B0 as
   k micro-batches of B0, STEPS_AT_B0 // k steps, peak learning rate
-  base x sqrt(k) x f. Two phases, LAMB at B0 at the rule's learning rate:
+  base x sqrt(k) x f. A sweep of several rates gets two more runs, half its
+  lowest and twice its highest rate, each made only if the sweep's best is
+  at that edge (`Run.if_best`): a best rate is then one with a worse rate
+  measured on both sides, or at the end of one more step. Two phases, LAMB at B0 at the rule's learning rate:
   phase 1 takes round(PHASE1_FRACTION x STEPS_AT_B0) steps, phase 2 the
   rest, warm-started from phase 1; the long run all of them.
   """
@@ -217,10 +223,14 @@ def plan(recipe: Recipe, multipliers: Sequence[int],
       if recipe.steps_at_b0 // k < 1:
         raise ValueError(f"{recipe.steps_at_b0} steps at B0 leave none at "
                          f"{k} x B0")
-      for f in lr_factors:
-        runs.append(_run(recipe, run_name(optimizer, k, f), "scaling",
-                         "scaling", optimizer, k, f,
-                         recipe.steps_at_b0 // k, eval_points, log_points))
+      scaling = lambda f, edge=None: _run(
+          recipe, run_name(optimizer, k, f), "scaling", "scaling", optimizer,
+          k, f, recipe.steps_at_b0 // k, eval_points, log_points,
+          if_best=edge and run_name(optimizer, k, edge))
+      runs += [scaling(f) for f in lr_factors]
+      if len(lr_factors) > 1:
+        low, high = min(lr_factors), max(lr_factors)
+        runs += [scaling(low / 2, edge=low), scaling(high * 2, edge=high)]
   phase1 = int(round(PHASE1_FRACTION * recipe.steps_at_b0))
   two_phase = dict(study="two_phase", optimizer="LAMB", k=1, factor=1.0,
                    eval_points=eval_points, log_points=log_points)
@@ -309,6 +319,8 @@ class Job:
       export); None for nothing.
     any_need: start once every need has ended and one of them finished
       (an export picks the best of the runs that finished).
+    only_if: called once the needs are done: False skips the job (it counts
+      as ended, not failed); None: always run.
   """
   name: str
   kind: str
@@ -317,6 +329,7 @@ class Job:
   needs: Tuple[str, ...] = ()
   before: Optional[Callable[[], None]] = None
   any_need: bool = False
+  only_if: Optional[Callable[[], bool]] = None
 
 
 def pretrain_row(run: Run, model_dir: str, wall_seconds: float) -> Dict:
@@ -339,12 +352,12 @@ def pretrain_row(run: Run, model_dir: str, wall_seconds: float) -> Dict:
 
 
 def best_run(runs_dir: str, runs: Sequence[Run], optimizer: str,
-             k: int) -> Optional[str]:
+             k: int, sweep_only: bool = False) -> Optional[str]:
   """The finished scaling run of (optimizer, k) with the best eval MLM
-  accuracy."""
+  accuracy (`sweep_only`: of the sweep, not its extensions)."""
   done = [(scaling_report.read_result(runs_dir, r.name), r.name) for r in runs
           if r.study == "scaling" and r.optimizer == optimizer and
-          r.multiplier == k]
+          r.multiplier == k and not (sweep_only and r.if_best)]
   done = [(row["eval_mlm_accuracy"], name) for row, name in done if row]
   return max(done)[1] if done else None
 
@@ -392,11 +405,17 @@ def make_jobs(runs: Sequence[Run], mode: Mode, runs_dir: str,
             f"--gin_file={recipe.configs[run.config].path}",
             f"--model_dir={model_dir}"] + data_flags + [
                 f"--gin_bindings={b}" for b in bindings(run, runs_dir)]
+    sweep = () if not run.if_best else tuple(
+        r.name for r in runs if r.study == "scaling" and not r.if_best and
+        (r.optimizer, r.multiplier) == (run.optimizer, run.multiplier))
     pretrain.append(Job(
         run.name, "pretrain", (lambda a=argv: a),
         (lambda seconds, r=run, d=model_dir: pretrain_row(r, d, seconds)),
         needs=(prepare[run.config],) + ((run.init_from,) if run.init_from
-                                        else ())))
+                                        else ()) + sweep,
+        only_if=run.if_best and (
+            lambda r=run: best_run(runs_dir, runs, r.optimizer, r.multiplier,
+                                   sweep_only=True) == r.if_best)))
   sources = encoder_sources(runs)
   downstream = []
   chosen = {}  # encoder -> the run its export was made from.
@@ -467,7 +486,8 @@ def run_jobs(jobs: Sequence[Job], runs_dir: str, parallel: int,
   started. `on_progress` is called after each job that finishes.
 
   Returns:
-    name -> "done" (now or before), "failed" or "blocked".
+    name -> "done" (now or before), "skipped" (`Job.only_if`), "failed" or
+    "blocked".
   """
   start = time.time()
   cores = scaling_report.usable_cores()
@@ -495,6 +515,10 @@ def run_jobs(jobs: Sequence[Job], runs_dir: str, parallel: int,
       if any(n not in status for n in job.needs):
         continue  # A need has not ended yet (failed ones blocked it above).
       pending.remove(job)
+      if job.only_if and not job.only_if():
+        status[job.name] = "skipped"
+        _say(start, f"{job.name}: not needed")
+        continue
       core = free.pop(0) if pin and free else None
       env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
       prefix = []
@@ -569,7 +593,7 @@ def reproduce(out_dir: str, runs_dir: str, data_dir: Optional[str] = None,
     multipliers: the batches as multiples of B0 (None: the mode's).
 
   Returns:
-    Each job's status: "done", "failed" or "blocked".
+    Each job's status: "done", "skipped", "failed" or "blocked".
   """
   settings = MODES[mode]
   if multipliers:
@@ -618,7 +642,7 @@ def main(argv):
       out_dir=absolute(FLAGS.out_dir), runs_dir=runs_dir,
       data_dir=absolute(FLAGS.data_dir), mode=mode, parallel=FLAGS.parallel,
       multipliers=[int(k) for k in FLAGS.multipliers or ()])
-  bad = sorted(n for n, s in status.items() if s != "done")
+  bad = sorted(n for n, s in status.items() if s not in ("done", "skipped"))
   print(f"[reproduce] {len(status) - len(bad)}/{len(status)} runs done in "
         f"{(time.time() - start) / 60:.1f} minutes; outputs in "
         f"{FLAGS.out_dir}" + (f"; not done: {', '.join(bad)}" if bad else ""),

@@ -233,7 +233,8 @@ def _markdown(rows, downstream, settings, recipe, command, total,
       "fraction of its steps, and a peak learning rate of x"
       f"{', x'.join(f'{f:g}' for f in settings.lr_factors)} the rule's "
       f"base x sqrt(k) (base: LAMB {recipe.peak_lr['LAMB']:g}, AdamW "
-      f"{recipe.peak_lr['AdamW']:g}). Metrics are the final evaluation on "
+      f"{recipe.peak_lr['AdamW']:g}); where a sweep's best is its lowest or "
+      "highest rate, one more run at half or twice that rate. Metrics are the final evaluation on "
       "the held-out split. The noise scale is the median of the "
       "logged gradient noise scale (B_simple, in examples; "
       "trainer/noise_scale.py) over the last half of the run.", ""]
@@ -484,6 +485,14 @@ def _plots(rows, runs_dir, out_dir):
   save(fig, ax, PLOTS[3], fontsize=8)
 
 
+def _needed(job, runs_dir):
+  """Whether a study makes `job`: not a sweep's extension (`Job.only_if`)
+  whose sweep has finished without its best at that edge."""
+  if not job.only_if or not all(read_result(runs_dir, n) for n in job.needs):
+    return True
+  return job.only_if()
+
+
 def write_outputs(runs: Sequence, jobs: Sequence, recipe, settings,
                   runs_dir: str, out_dir: str, command: str):
   """scaling.csv, scaling_downstream.csv, scaling.md and the plots, from
@@ -514,7 +523,8 @@ def write_outputs(runs: Sequence, jobs: Sequence, recipe, settings,
   _write_csv(rows, CSV_COLUMNS, os.path.join(out_dir, "scaling.csv"))
   _write_csv(downstream, DOWNSTREAM_COLUMNS,
              os.path.join(out_dir, "scaling_downstream.csv"))
-  total = len(runs) + sum(j.kind == "finetune" for j in jobs)
+  total = sum(j.kind in ("pretrain", "finetune") and _needed(j, runs_dir)
+              for j in jobs)
   wall = sum(r["wall_minutes"] for r in rows + downstream)
   # From the first run's start to the last one's end: the study's wall time
   # (with any pause between sessions of a resumed study).

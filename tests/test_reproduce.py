@@ -28,7 +28,8 @@ def _recipe():
 def test_plan_arithmetic_exact():
   runs = {r.name: r for r in reproduce.plan(_recipe(), (1, 4, 16),
                                             (0.5, 1.0, 2.0))}
-  assert len(runs) == 2 * 3 * 3 + 3
+  # Each sweep's 3 rates, its 2 edge extensions, and the two-phase runs.
+  assert len(runs) == 2 * 3 * (3 + 2) + 3
   # (steps, batch, micro-batches, warmup, eval period, steps per loop) at k.
   expected = {1: (6000, 32, 1, 300, 750, 150),
               4: (1500, 128, 4, 75, 187, 37),
@@ -45,6 +46,18 @@ def test_plan_arithmetic_exact():
         assert r.peak_lr == pytest.approx(base * {1: 1, 4: 2, 16: 4}[k] * f,
                                           rel=1e-12)
   assert runs["lamb_b0x16_lrx2"].peak_lr == pytest.approx(0.08, rel=1e-12)
+  # Half the lowest and twice the highest rate, made if the sweep's best is
+  # at that edge.
+  assert [r.name for r in runs.values() if r.if_best] == [
+      f"{o}_b0x{k}_lrx{f}" for o in ("lamb", "adamw") for k in (1, 4, 16)
+      for f in ("0.25", "4")]
+  low, high = runs["adamw_b0x4_lrx0.25"], runs["adamw_b0x4_lrx4"]
+  assert (low.if_best, high.if_best) == ("adamw_b0x4_lrx0.5",
+                                         "adamw_b0x4_lrx2")
+  assert low.peak_lr == pytest.approx(2e-3 * 2 * 0.25, rel=1e-12)
+  assert high.peak_lr == pytest.approx(2e-3 * 2 * 4, rel=1e-12)
+  assert (high.steps, high.warmup_steps) == (1500, 75)
+  assert reproduce.plan(_recipe(), (1,), (1.0,))[0].if_best is None
   # Two phases: 90% of the examples at 32, the rest at 128, warm-started.
   one, two, long = (runs["two_phase_1"], runs["two_phase_2"],
                     runs["single_phase_long"])
@@ -86,7 +99,8 @@ def test_bindings_exact():
 
 def test_every_batch_gets_every_rate():
   runs = reproduce.plan(_recipe(), (1, 16), (0.25, 1.0))
-  names = sorted(r.name for r in runs if r.study == "scaling")
+  names = sorted(r.name for r in runs
+                 if r.study == "scaling" and not r.if_best)
   assert names == ["adamw_b0x16_lrx0.25", "adamw_b0x16_lrx1",
                    "adamw_b0x1_lrx0.25", "adamw_b0x1_lrx1",
                    "lamb_b0x16_lrx0.25", "lamb_b0x16_lrx1",
@@ -146,13 +160,22 @@ def test_job_order():
                              recipe)
   pretrain = [j.name for j in jobs if j.kind == "pretrain"]
   assert pretrain[:3] == ["two_phase_1", "two_phase_2", "single_phase_long"]
-  assert pretrain[3:9] == [
-      "adamw_b0x1_lrx1", "lamb_b0x1_lrx1", "adamw_b0x1_lrx0.5",
-      "adamw_b0x1_lrx2", "lamb_b0x1_lrx0.5", "lamb_b0x1_lrx2"]
-  assert [j.name for j in jobs][-6:] == [
-      "adamw_b0x4_lrx1", "lamb_b0x4_lrx1", "adamw_b0x4_lrx0.5",
-      "adamw_b0x4_lrx2", "lamb_b0x4_lrx0.5", "lamb_b0x4_lrx2"]
-  assert pretrain[9:11] == ["adamw_b0x16_lrx1", "lamb_b0x16_lrx1"]
+  assert pretrain[3:13] == [
+      "adamw_b0x1_lrx1", "lamb_b0x1_lrx1", "adamw_b0x1_lrx0.25",
+      "adamw_b0x1_lrx0.5", "adamw_b0x1_lrx2", "adamw_b0x1_lrx4",
+      "lamb_b0x1_lrx0.25", "lamb_b0x1_lrx0.5", "lamb_b0x1_lrx2",
+      "lamb_b0x1_lrx4"]
+  assert [j.name for j in jobs][-10:] == [
+      "adamw_b0x4_lrx1", "lamb_b0x4_lrx1", "adamw_b0x4_lrx0.25",
+      "adamw_b0x4_lrx0.5", "adamw_b0x4_lrx2", "adamw_b0x4_lrx4",
+      "lamb_b0x4_lrx0.25", "lamb_b0x4_lrx0.5", "lamb_b0x4_lrx2",
+      "lamb_b0x4_lrx4"]
+  assert pretrain[13:15] == ["adamw_b0x16_lrx1", "lamb_b0x16_lrx1"]
+  # An extension waits for its sweep and runs only if the edge is best.
+  edge = {j.name: j for j in jobs}["lamb_b0x1_lrx4"]
+  assert edge.needs == ("prepare_seq32", "lamb_b0x1_lrx0.5", "lamb_b0x1_lrx1",
+                        "lamb_b0x1_lrx2")
+  assert edge.only_if is not None
   names = [j.name for j in jobs]
   assert names.index("finetune_two_phase_seed2") < names.index(
       "adamw_b0x1_lrx1")
@@ -186,20 +209,25 @@ def test_run_jobs_dependencies_failures_and_resume(tmp_path):
           _job("d", "pass", ["a"], log=log),
           _job("e", "pass", ["b", "d"], log=log),  # Starts once one did.
           _job("f", "pass", ["b", "c"], log=log),  # Neither will.
-          _job("g", "pass", ["no_such_job"], log=log)]
+          _job("g", "pass", ["no_such_job"], log=log),
+          _job("h", "pass", ["a"], log=log),  # Not needed: skipped.
+          _job("i", "pass", ["a"], log=log),  # Needed.
+          _job("j", "pass", ["h"], log=log)]  # A skipped need has ended.
   jobs[4].any_need = jobs[5].any_need = True
+  jobs[7].only_if, jobs[8].only_if = (lambda: False), (lambda: True)
   status = reproduce.run_jobs(jobs, runs_dir, parallel=2, poll_seconds=0.05)
   assert status == {"a": "done", "b": "failed", "c": "blocked", "d": "done",
-                    "e": "done", "f": "blocked", "g": "blocked"}
+                    "e": "done", "f": "blocked", "g": "blocked",
+                    "h": "skipped", "i": "done", "j": "done"}
   with open(log) as f:
-    assert sorted(f.read().split()) == ["a", "b", "d", "e"]
+    assert sorted(f.read().split()) == ["a", "b", "d", "e", "i", "j"]
   assert scaling_report.read_result(runs_dir, "a")["name"] == "a"
   assert scaling_report.read_result(runs_dir, "b") is None
   # Again: the finished jobs are skipped, the failed one is tried again.
   status = reproduce.run_jobs(jobs, runs_dir, parallel=2, poll_seconds=0.05)
   assert status["a"] == "done" and status["b"] == "failed"
   with open(log) as f:
-    assert sorted(f.read().split()) == ["a", "b", "b", "d", "e"]
+    assert sorted(f.read().split()) == ["a", "b", "b", "d", "e", "i", "j"]
 
 
 @pytest.fixture(scope="module")
