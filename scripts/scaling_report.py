@@ -105,23 +105,19 @@ def examples_to_reach(records: List[Dict], global_batch: int,
 
 def predicted_b0_examples(quarters: Sequence[float], examples: int, b0: int,
                           k: int) -> float:
-  """How many examples at B0 the same progress takes as `examples` at
-  k x B0, in McCandlish et al.'s model (arXiv:1812.06162, eq. 2.11).
+  """How many examples at B0 the progress of `examples` at k x B0 is worth
+  in McCandlish et al.'s model (arXiv:1812.06162, eq. 2.11).
 
   To make a given progress, a batch B needs E_min x (1 + B / B_noise)
   examples, so an example at k x B0 is worth (1 + B0 / B_noise) /
-  (1 + k x B0 / B_noise) of one at B0. B_noise is B0's own measured noise
-  scale at that point of its run: `quarters` are its medians over the
-  quarters of B0's `examples`. Exact for a noise scale constant in each
-  quarter.
+  (1 + k x B0 / B_noise) of one at B0. B_noise is the noise scale the
+  large-batch run measured on its own path: `quarters` are its medians
+  over the quarters of its examples. (B0's own runs are no proxy for it:
+  B_simple falls as the learning rate rises, e.g. LAMB at B0 with 2.5e-3,
+  5e-3 and 1e-2 logged 535, 410 and 125 over the last half of the run.)
   """
-  quarter, at_b0, left = examples / 4, 0.0, float(examples)
-  for noise in quarters:
-    worth = (1 + b0 / noise) / (1 + k * b0 / noise)
-    spent = min(left, quarter / worth)
-    at_b0 += spent * worth
-    left -= spent
-  return at_b0
+  worth = [(1 + b0 / noise) / (1 + k * b0 / noise) for noise in quarters]
+  return examples / len(worth) * sum(worth)
 
 
 def usable_cores() -> List[int]:
@@ -312,8 +308,8 @@ def _worth(rows, best, recipe):
            "accuracy, from its evaluations. Predicted: McCandlish et al.'s "
            "model (arXiv:1812.06162), in which an example at batch B is "
            "worth (1 + B0 / B_noise) / (1 + B / B_noise) of one at B0, with "
-           "B_noise the noise scale B0's run logged in each quarter "
-           "(`predicted_b0_examples`).", "",
+           "B_noise the noise scale the larger batch's run logged in each "
+           "quarter (`predicted_b0_examples`).", "",
            "| optimizer | batch | final MLM acc | B0 reached it after | "
            "share of the examples | predicted | predicted share |",
            "|---|---:|---:|---:|---:|---:|---:|"]
@@ -515,9 +511,9 @@ def write_outputs(runs: Sequence, jobs: Sequence, recipe, settings,
     b0_records = read_metrics(os.path.join(runs_dir, b0["run"]))
     row["b0_examples_to_reach"] = examples_to_reach(
         b0_records, b0["global_batch"], row["eval_mlm_accuracy"])
-    if b0["noise_scale_quarters"]:
+    if row["noise_scale_quarters"]:
       row["b0_examples_predicted"] = predicted_b0_examples(
-          b0["noise_scale_quarters"], row["examples"], b0["global_batch"], k)
+          row["noise_scale_quarters"], row["examples"], b0["global_batch"], k)
   downstream = [row for row in (read_result(runs_dir, j.name)
                                 for j in jobs if j.kind == "finetune") if row]
   _write_csv(rows, CSV_COLUMNS, os.path.join(out_dir, "scaling.csv"))

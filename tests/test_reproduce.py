@@ -144,11 +144,10 @@ def test_predicted_b0_examples_per_quarter():
   assert predict([5.0, 50.0, 500.0, 5e3], 400, b0=32, k=1) == 400
   # B_noise = B0 at 3 x B0: each example worth (1 + 1) / (1 + 3) = 1/2.
   assert predict([32.0] * 4, 400, b0=32, k=3) == pytest.approx(200)
-  # The first quarter of B0's 400 examples (100) costs 200 at worth 1/2;
-  # the second (worth (1 + 1/3) / (1 + 1) = 2/3) 150; 50 are left for the
-  # third, worth 2/3 again: 100 + 100 + 100/3.
+  # A quarter (100 examples) worth 1/2 each, three worth
+  # (1 + 1/3) / (1 + 1) = 2/3 each.
   assert predict([32.0, 96.0, 96.0, 96.0], 400, b0=32, k=3) == (
-      pytest.approx(700 / 3))
+      pytest.approx(50 + 3 * 200 / 3))
 
 
 def test_job_order():
