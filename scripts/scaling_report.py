@@ -150,10 +150,6 @@ def retention(best: Dict, optimizer: str, k: int) -> Optional[float]:
           best[(optimizer, 1)]["eval_mlm_accuracy"])
 
 
-def _batches(rows):
-  return sorted({r["global_batch"] for r in rows if r["study"] == "scaling"})
-
-
 def machine() -> str:
   model, flags = "unknown CPU", ""
   try:
@@ -260,27 +256,27 @@ def _markdown(rows, downstream, settings, recipe, command, total,
   lines += ["", "## Gradient noise scale against batch", "",
             "Batches below the noise scale are in the regime where k x the "
             "batch buys about 1/k of the steps; above it, less.", ""]
-  noise = best.get(("LAMB", 1), {}).get("noise_scale_median")
-  if noise:
-    below = [b for b in _batches(rows) if b < noise]
-    above = [b for b in _batches(rows) if b >= noise]
-    lines += [f"The B0 LAMB run's noise scale: {noise:.0f} examples; "
-              f"batches below it: {', '.join(map(str, below)) or 'none'}; "
-              f"at or above it: {', '.join(map(str, above)) or 'none'}.", ""]
-  lines += ["The noise scale grows as a run learns, so the table gives it "
-            "by quarter of the run too (medians of the logged values; the "
-            "batch is above it where the ratio passes 1).", "",
+  lines += ["Each batch against the noise scale its own run logged (best "
+            "rate): the median over the run's last half, and by quarter of "
+            "the run, since the noise scale grows as a run learns (the "
+            "medians of the logged values). B_simple also falls as the "
+            "learning rate rises (every run: the table further down), so "
+            "a batch is placed by its own run's values.", "",
             "| optimizer | batch | noise scale (best lr, last half) | "
-            "batch / noise scale | by quarter of the run |",
-            "|---|---:|---:|---:|---|"]
+            "batch / noise scale | by quarter of the run | batch above it "
+            "in quarters |",
+            "|---|---:|---:|---:|---|---|"]
   for key in sorted(best):
     r = best[key]
     ns = r["noise_scale_median"]
     quarters = r.get("noise_scale_quarters") or []
+    above = [str(i + 1) for i, q in enumerate(quarters)
+             if r["global_batch"] > q]
     lines.append(f"| {r['optimizer']} | {r['global_batch']:,} | "
                  f"{_fmt(ns, '.0f')} | "
                  f"{_fmt(ns and r['global_batch'] / ns, '.2f')} | "
-                 f"{' / '.join(f'{q:.0f}' for q in quarters)} |")
+                 f"{' / '.join(f'{q:.0f}' for q in quarters)} | "
+                 f"{', '.join(above) or ('none' if quarters else '-')} |")
   lines += _worth(rows, best, recipe)
   lines += ["", "## Every scaling run", ""]
   lines += _table(sorted(scaling, key=lambda r: (
