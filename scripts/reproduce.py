@@ -213,9 +213,10 @@ def plan(recipe: Recipe, multipliers: Sequence[int],
   base x sqrt(k) x f. A sweep of several rates gets two more runs, half its
   lowest and twice its highest rate, each made only if the sweep's best is
   at that edge (`Run.if_best`): a best rate is then one with a worse rate
-  measured on both sides, or at the end of one more step. Two phases, LAMB at B0 at the rule's learning rate:
-  phase 1 takes round(PHASE1_FRACTION x STEPS_AT_B0) steps, phase 2 the
-  rest, warm-started from phase 1; the long run all of them.
+  measured on both sides, or at the end of one more step. Two phases, LAMB
+  at B0 at the rule's learning rate: phase 1 takes
+  round(PHASE1_FRACTION x STEPS_AT_B0) steps, phase 2 the rest, warm-started
+  from phase 1; the long run all of them.
   """
   runs = []
   for optimizer in OPTIMIZERS:

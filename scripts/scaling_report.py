@@ -114,7 +114,8 @@ def predicted_b0_examples(quarters: Sequence[float], examples: int, b0: int,
   large-batch run measured on its own path: `quarters` are its medians
   over the quarters of its examples. (B0's own runs are no proxy for it:
   B_simple falls as the learning rate rises, e.g. LAMB at B0 with 2.5e-3,
-  5e-3 and 1e-2 logged 535, 410 and 125 over the last half of the run.)
+  5e-3 and 1e-2 logged 535, 410 and 125 over the last half of the run;
+  results/scaling.md.)
   """
   worth = [(1 + b0 / noise) / (1 + k * b0 / noise) for noise in quarters]
   return examples / len(worth) * sum(worth)
@@ -226,9 +227,9 @@ def _markdown(rows, downstream, settings, recipe, command, total,
       f"{', x'.join(f'{f:g}' for f in settings.lr_factors)} the rule's "
       f"base x sqrt(k) (base: LAMB {recipe.peak_lr['LAMB']:g}, AdamW "
       f"{recipe.peak_lr['AdamW']:g}); where a sweep's best is its lowest or "
-      "highest rate, one more run at half or twice that rate. Metrics are the final evaluation on "
-      "the held-out split. The noise scale is the median of the "
-      "logged gradient noise scale (B_simple, in examples; "
+      "highest rate, one more run at half or twice that rate. Metrics are "
+      "the final evaluation on the held-out split. The noise scale is the "
+      "median of the logged gradient noise scale (B_simple, in examples; "
       "trainer/noise_scale.py) over the last half of the run.", ""]
   lines += ["## Best learning rate per optimizer and batch", ""]
   lines += _table([best[k] for k in sorted(best)], RUN_COLUMNS)
@@ -277,7 +278,7 @@ def _markdown(rows, downstream, settings, recipe, command, total,
                  f"{_fmt(ns and r['global_batch'] / ns, '.2f')} | "
                  f"{' / '.join(f'{q:.0f}' for q in quarters)} | "
                  f"{', '.join(above) or ('none' if quarters else '-')} |")
-  lines += _worth(rows, best, recipe)
+  lines += _worth(best, recipe)
   lines += ["", "## Every scaling run", ""]
   lines += _table(sorted(scaling, key=lambda r: (
       r["optimizer"], r["batch_multiplier"], r["lr_factor"])), RUN_COLUMNS)
@@ -295,7 +296,7 @@ def _markdown(rows, downstream, settings, recipe, command, total,
   return "\n".join(lines)
 
 
-def _worth(rows, best, recipe):
+def _worth(best, recipe):
   """What the examples of the best run at each k x B0 were worth at B0."""
   lines = ["", "## What an example at k x B0 is worth", "",
            "Every batch sees the same examples; the question is how far "
@@ -491,8 +492,10 @@ def write_outputs(runs: Sequence, jobs: Sequence, recipe, settings,
   the runs finished so far."""
   rows = [row for row in (read_result(runs_dir, r.name)
                           for r in runs) if row]
+  metrics = {}  # Run name -> its metrics.jsonl records.
   for row in rows:  # From the metrics, whatever the run's restarts.
-    records = read_metrics(os.path.join(runs_dir, row["run"]))
+    records = metrics[row["run"]] = read_metrics(
+        os.path.join(runs_dir, row["run"]))
     row["wall_minutes"] = train_minutes(records, row["global_batch"])
     rates = [r["examples_per_second"] for r in records
              if "examples_per_second" in r]
@@ -504,9 +507,8 @@ def write_outputs(runs: Sequence, jobs: Sequence, recipe, settings,
     if k == 1 or (optimizer, 1) not in best:
       continue
     b0 = best[(optimizer, 1)]
-    b0_records = read_metrics(os.path.join(runs_dir, b0["run"]))
     row["b0_examples_to_reach"] = examples_to_reach(
-        b0_records, b0["global_batch"], row["eval_mlm_accuracy"])
+        metrics[b0["run"]], b0["global_batch"], row["eval_mlm_accuracy"])
     if row["noise_scale_quarters"]:
       row["b0_examples_predicted"] = predicted_b0_examples(
           row["noise_scale_quarters"], row["examples"], b0["global_batch"], k)
