@@ -2,7 +2,9 @@
 
 Under a data dir::
 
-  DATA_DIR/corpora/SLUG/corpus.txt       the embedded corpus, as text
+  DATA_DIR/corpora/SLUG/corpus.txt       an offline corpus (the embedded
+                                         docstrings, the tweets, or both),
+                                         as text
   DATA_DIR/corpora/SLUG/vocab-8192.txt   the WordPiece vocab learned from it
 
 Both are written once, each to a temporary name renamed when complete
@@ -30,8 +32,9 @@ VALIDATION_EVERY = 20
 
 def corpus_slug(corpus: str) -> str:
   """A short folder name identifying a corpus spec."""
-  if corpus == corpus_lib.EMBEDDED:
-    return corpus
+  parts = corpus_lib.offline_parts(corpus)
+  if parts:
+    return "_".join(parts)
   if corpus.startswith(corpus_lib.TFDS_PREFIX):
     name = corpus[len(corpus_lib.TFDS_PREFIX):]
     return "tfds_" + re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
@@ -89,16 +92,9 @@ def prepare_assets(data_dir: str, config, *,
     FileNotFoundError: the corpus is missing.
     ValueError: the corpus is empty, unreadable or too small.
   """
-  assets_dir = os.path.join(data_dir, "corpora", corpus_slug(config.corpus))
   source = config.corpus
-  if config.corpus == corpus_lib.EMBEDDED:
-    source = os.path.join(assets_dir, "corpus.txt")
-    if not tf.io.gfile.exists(source):
-      log(progress, "Gathering the embedded corpus from docstrings...")
-      files = corpus_lib.embedded_source_files()
-      if progress:
-        files = tfds.core.utils.tqdm(files, desc="Docstrings", unit=" files")
-      corpus_lib.write_documents(corpus_lib.embedded_documents(files), source)
+  if corpus_lib.offline_parts(config.corpus):
+    source = offline_text(data_dir, config.corpus, progress=progress)
   first = list(itertools.islice(corpus_lib.read_documents(
       source, tfds_data_dir=config.tfds_data_dir), 2 * VALIDATION_EVERY))
   if not first:
@@ -124,6 +120,35 @@ def prepare_assets(data_dir: str, config, *,
     vocab_lib.write_vocab(tokens, vocab_file)
     log(progress, f"Vocab learned in {time.time() - start:.0f} s")
   return Assets(source, vocab_file, True)
+
+
+def offline_text(data_dir: str, corpus: str, *, progress: bool = False
+                 ) -> str:
+  """Writes an offline corpus's text under `data_dir` once; returns its path.
+
+  A joined corpus (``"embedded+tweets"``) is its parts' cached texts one
+  after the other, so it has the same docstrings as ``"embedded"`` alone.
+  """
+  path = os.path.join(data_dir, "corpora", corpus_slug(corpus), "corpus.txt")
+  if tf.io.gfile.exists(path):
+    return path
+  parts = corpus_lib.offline_parts(corpus)
+  if len(parts) > 1:
+    documents = itertools.chain.from_iterable(
+        corpus_lib.text_file_documents(offline_text(data_dir, p,
+                                                    progress=progress))
+        for p in parts)
+  elif corpus == corpus_lib.TWEETS:
+    log(progress, "Reading the offline tweets' training split...")
+    documents = corpus_lib.tweet_documents()
+  else:
+    log(progress, "Gathering the embedded corpus from docstrings...")
+    files = corpus_lib.embedded_source_files()
+    if progress:
+      files = tfds.core.utils.tqdm(files, desc="Docstrings", unit=" files")
+    documents = corpus_lib.embedded_documents(files)
+  corpus_lib.write_documents(documents, path)
+  return path
 
 
 def progress_bars_shown() -> bool:

@@ -65,7 +65,8 @@ def make_config(*, corpus: str = defaults.CORPUS,
   """Checks the arguments and names the dataset config they define.
 
   Args:
-    corpus: ``"embedded"``, a glob of text files, or ``"tfds:NAME"``.
+    corpus: ``"embedded"``, ``"tweets"``, both joined by ``+``, a glob of
+      text files, or ``"tfds:NAME"``.
     vocab_size: size of the vocab learned from the corpus (ignored when
       `vocab_file` is given).
     vocab_file: a BERT-style vocab.txt to use instead of learning one.
@@ -83,8 +84,8 @@ def make_config(*, corpus: str = defaults.CORPUS,
     ValueError, FileNotFoundError: an argument is invalid.
   """
   if not isinstance(corpus, str) or not corpus:
-    raise ValueError(f"corpus={corpus!r} must be 'embedded', a glob of text "
-                     "files or 'tfds:NAME'")
+    raise ValueError(f"corpus={corpus!r} must be 'embedded', 'tweets', "
+                     "'embedded+tweets', a glob of text files or 'tfds:NAME'")
   if max_seq_length < _MIN_SEQ_LENGTH:
     raise ValueError(f"max_seq_length={max_seq_length} is too small to hold a "
                      f"sentence pair: [CLS] A [SEP] B [SEP] needs at least "

@@ -1,7 +1,7 @@
 """Corpus sources: documents as lists of sentences.
 
 A corpus is an iterable of documents; a document is a list of sentences (str).
-Three sources are supported, chosen by a string spec (see `read_documents`):
+These sources are supported, chosen by a string spec (see `read_documents`):
 
 * ``"embedded"`` (the default): English prose gathered offline from the
   docstrings of the Python standard library and of packages that the
@@ -17,6 +17,13 @@ Three sources are supported, chosen by a string spec (see `read_documents`):
   WordPiece tokens with the 8192-token vocab), gathered in ~25 s on 2 cores.
   The exact text depends on the installed versions, so it is written once to
   the data dir and every later step reads that file.
+* ``"tweets"``: the 33,444 English tweets of the offline fine-tuning task's
+  training split (data/tweets.py), without their labels, one document per
+  tweet (0.53M words); the task's eval tweets are never read. Pretraining
+  on the text a model is fine-tuned on is task-adaptive pretraining
+  (Gururangan et al., "Don't Stop Pretraining", ACL 2020).
+* offline sources joined by ``+``, e.g. ``"embedded+tweets"``: their
+  documents one source after the other.
 * a glob of local text files (``.gz`` allowed), one sentence per line and a
   blank line between documents, as written by Wikipedia extractors and by
   `write_documents`.
@@ -29,6 +36,7 @@ import ast
 import gzip
 import importlib.util
 import io
+import itertools
 import os
 import re
 import sysconfig
@@ -39,6 +47,7 @@ import tensorflow as tf
 from data import files
 
 EMBEDDED = "embedded"
+TWEETS = "tweets"
 TFDS_PREFIX = "tfds:"
 
 # Packages whose docstrings make up the embedded corpus, after the standard
@@ -222,6 +231,24 @@ def embedded_documents(files: Optional[Iterable[str]] = None
       yield document
 
 
+def tweet_documents() -> Iterator[Document]:
+  """Yields the training tweets, one document (of its sentences) per tweet."""
+  from data import tweets  # pylint: disable=g-import-not-at-top
+  for text in tweets.training_texts():
+    document = split_sentences(text)
+    if document:
+      yield document
+
+
+def offline_parts(corpus: str) -> Optional[List[str]]:
+  """The offline sources of `corpus` (``"embedded+tweets"`` -> both), or
+  None when it names something else (files, TFDS)."""
+  parts = corpus.split("+")
+  if all(p in (EMBEDDED, TWEETS) for p in parts):
+    return parts
+  return None
+
+
 def _open_text(path: str):
   # Through tf.io.gfile, so a corpus may live on gs:// like a data dir.
   if path.endswith(".gz"):
@@ -331,14 +358,17 @@ def read_documents(corpus: str, *, tfds_data_dir: Optional[str] = None
   """Yields the documents of a corpus given by its spec string.
 
   Args:
-    corpus: ``"embedded"``, a glob of text files, or ``"tfds:NAME"``.
+    corpus: ``"embedded"``, ``"tweets"``, both joined by ``+``, a glob of
+      text files, or ``"tfds:NAME"``.
     tfds_data_dir: where TFDS datasets live, for ``tfds:`` corpora.
 
   Yields:
     Documents, lists of sentences.
   """
-  if corpus == EMBEDDED:
-    return embedded_documents()
+  parts = offline_parts(corpus)
+  if parts:
+    sources = {EMBEDDED: embedded_documents, TWEETS: tweet_documents}
+    return itertools.chain.from_iterable(sources[p]() for p in parts)
   if corpus.startswith(TFDS_PREFIX):
     return tfds_documents(corpus[len(TFDS_PREFIX):], data_dir=tfds_data_dir)
   return text_file_documents(corpus)

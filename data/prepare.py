@@ -26,7 +26,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", defaults.DATA_DIR,
                     "Where the corpus text, vocab and dataset are cached.")
 flags.DEFINE_string("corpus", defaults.CORPUS,
-                    "'embedded', a glob of text files (a sentence a line, a "
+                    "'embedded' (docstrings), 'tweets', 'embedded+tweets', "
+                    "a glob of text files (a sentence a line, a "
                     "blank line between documents, .gz allowed) or "
                     "'tfds:NAME' (e.g. tfds:wikipedia/20230601.en).")
 flags.DEFINE_integer("vocab_size", defaults.VOCAB_SIZE,

@@ -268,8 +268,9 @@ def prepare_dataset(data_dir: Optional[str] = None, *,
   Args:
     data_dir: where everything is cached; ``~/bert_lamb_data`` when None.
       Local or any `tf.io.gfile` file system (``gs://bucket/dir``).
-    corpus: ``"embedded"``, a glob of text files (a sentence a line, a blank
-      line between documents, ``.gz`` allowed) or ``"tfds:NAME"``.
+    corpus: ``"embedded"``, ``"tweets"``, ``"embedded+tweets"``, a glob of
+      text files (a sentence a line, a blank line between documents, ``.gz``
+      allowed) or ``"tfds:NAME"``.
     vocab_size: tokens in the vocab learned from the corpus.
     vocab_file: a vocab.txt to use instead (it must hold [PAD], [UNK], [CLS],
       [SEP] and [MASK]); lower-casing follows it (uncased if it has no capital

@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 from official.nlp.data import pretrain_dataloader
 
 import data
+from data import assets
 from data import builder
 from data import corpus
 from data import export
@@ -101,6 +102,26 @@ def test_embedded_corpus_sources():
   assert len(sentences) > 300
   assert all(s[0].isupper() or not s[0].isalpha() for s in sentences)
   assert len(set(sentences)) > 0.9 * len(sentences)
+
+
+def test_tweets_corpus_is_the_finetuning_train_split(tmp_path):
+  from trainer import classifier_data  # pylint: disable=g-import-not-at-top
+  task = classifier_data.load_task(classifier_data.OFFLINE_TASK)
+  documents = list(corpus.tweet_documents())
+  texts = [" ".join(doc) for doc in documents]
+  assert len(documents) == len(task.train.texts) == 33444
+  assert texts[:50] == [" ".join(t.split()) for t in task.train.texts[:50]]
+  assert not set(texts) & {" ".join(t.split()) for t in task.eval.texts}
+  # A joined corpus is its parts' cached texts in order; the embedded
+  # part's cache is used as it is, not gathered again.
+  embedded = tmp_path / "corpora" / "embedded" / "corpus.txt"
+  embedded.parent.mkdir(parents=True)
+  embedded.write_text("Doc one.\nTwo.\n\nDoc two.\n", encoding="utf-8")
+  path = assets.offline_text(str(tmp_path), "embedded+tweets")
+  assert path.endswith(os.path.join("embedded_tweets", "corpus.txt"))
+  assert list(corpus.text_file_documents(path)) == [
+      ["Doc one.", "Two."], ["Doc two."]] + documents
+  assert corpus.offline_parts("embedded+x") is None
 
 
 def test_text_files_gzip_and_documents(tmp_path):

