@@ -191,3 +191,7 @@ def test_bad_input(export_dir, keyword_task, tmp_path):
   wrong = tmp_path / "wrong.csv"
   wrong.write_text(open(evaluation).read() + "the film,meh\n")
   fails("'meh', not one of the classes", task=f"csv:{train},{wrong}")
+  with pytest.raises(ValueError, match=r"train_examples=1000000 must be in"):
+    finetune_lib.finetune(str(tmp_path / "big"), export_dir, keyword_task,
+                          total_steps=1, max_seq_length=16,
+                          train_examples=10**6)

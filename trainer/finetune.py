@@ -260,7 +260,8 @@ def _checkpointed_dropout(fn):
 def finetune(model_dir, export_dir, task="tweet_sentiment", strategy=None,
              data_dir=None, *, total_steps=2000, global_batch_size=32,
              learning_rate=1e-4, warmup_fraction=0.1, seed=0,
-             max_seq_length=64, dropout=0.1, optimizer="adamw",
+             max_seq_length=64, train_examples=0, dropout=0.1,
+             optimizer="adamw",
              weight_decay_rate=0.01, init="pretrained",
              pooling="cls", steps_per_loop=100,
              eval_every_steps=0, checkpoint_every_steps=500,
@@ -281,6 +282,9 @@ def finetune(model_dir, export_dir, task="tweet_sentiment", strategy=None,
     seed: initialization of the new layers (all layers with
       init="random"), data order and dropout.
     max_seq_length: tokens per example, at most the encoder's positions.
+    train_examples: train on this many of the task's training examples, a
+      fixed random subset, the same for every seed and init (0: all): how
+      much pretraining buys depends on how few the labels are.
     dropout: dropout rate in the encoder and before the classifier.
     optimizer: "adamw" or "lamb".
     weight_decay_rate: decoupled weight decay (not on LayerNorm, biases).
@@ -328,6 +332,14 @@ def finetune(model_dir, export_dir, task="tweet_sentiment", strategy=None,
   train = classifier_data.encode(preprocessor, data.train, max_seq_length)
   evals = classifier_data.encode(preprocessor, data.eval, max_seq_length)
   num_train = len(train["labels"])
+  if not 0 <= train_examples <= num_train:
+    raise ValueError(f"finetune.train_examples={train_examples} must be in "
+                     f"[0, {num_train}] (the task's training examples)")
+  if train_examples:
+    keep = np.sort(np.random.RandomState(0).permutation(num_train)
+                   [:train_examples])
+    train = {k: v[keep] for k, v in train.items()}
+    num_train = train_examples
   print(f"task {data.name}: {num_train} train, {len(evals['labels'])} eval "
         f"examples, classes {', '.join(data.class_names)}; init {init}",
         flush=True)
