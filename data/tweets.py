@@ -1,4 +1,4 @@
-"""The offline English tweets: labelled for fine-tuning, unlabelled for pretraining.
+"""The offline tweets: labelled for fine-tuning, unlabelled for pretraining.
 
 38,158 English tweets labelled negative / neutral / positive by
 CrowdFlower's human panels ("Data for Everyone"), as aggregated and shipped

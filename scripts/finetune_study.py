@@ -17,6 +17,7 @@ Expected time and result: see results/finetune.md.
 
 import concurrent.futures
 import csv
+import functools
 import json
 import os
 import platform
@@ -49,7 +50,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "finetune.gin")
 TASK = "tweet_sentiment"
 # A subset of the labels trains for at most this many passes over it: 1,000
-# tweets for 313 steps of 32 rather than the config's 1,500 (47 passes).
+# tweets for 313 steps of 32 rather than the config's 1,500 (48 passes).
 SUBSET_PASSES = 10
 
 
@@ -63,23 +64,19 @@ def final_eval(model_dir):
   return evals[-1] if evals else None
 
 
-def run_study(pretrained_run, work_dir, seeds, sizes, bindings, parallel):
+def run_study(pretrained_run, work_dir, seeds, sizes, bindings, jobs):
   """Exports, fine-tunes every (size, seed, init); returns the result rows.
 
-  Each fine-tune is a `trainer.finetune` process; with `parallel` > 1 they
+  Each fine-tune is a `trainer.finetune` process; with `jobs` > 1 they
   run that many at once, one op thread each (a small model's ops are too
   small to share cores well).
   """
-  import gin  # pylint: disable=g-import-not-at-top
-  from trainer import export as export_lib  # pylint: disable=g-import-not-at-top
-  from trainer import finetune  # pylint: disable=g-import-not-at-top,unused-import  # finetune.*
+  from trainer import export  # pylint: disable=g-import-not-at-top
   export_dir = os.path.join(work_dir, "export")
   if not os.path.exists(export_dir):
     os.makedirs(work_dir, exist_ok=True)
-    export_lib.export(pretrained_run, export_dir)
-  gin.clear_config()
-  gin.parse_config_files_and_bindings([CONFIG], list(bindings),
-                                      finalize_config=False)
+    export.export(pretrained_run, export_dir)
+  _parse_config(bindings)
   config_steps = _setting("finetune.total_steps")
   batch = _setting("finetune.global_batch_size")
   runs = []
@@ -96,14 +93,14 @@ def run_study(pretrained_run, work_dir, seeds, sizes, bindings, parallel):
   pending = [r for r in runs if not os.path.exists(
       os.path.join(work_dir, r[0], "seconds"))]
   pending.sort(key=lambda r: -r[2][3])  # The longest first: they pack best.
-  print(f"{len(pending)} of {len(runs)} fine-tuning runs to do, {parallel} "
+  print(f"{len(pending)} of {len(runs)} fine-tuning runs to do, {jobs} "
         "at a time", flush=True)
 
   def launch(run):
     name, run_bindings, _ = run
     model_dir = os.path.join(work_dir, name)
     env = dict(os.environ)
-    if parallel > 1:
+    if jobs > 1:
       env.update(TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
     argv = [sys.executable, "-m", "trainer.finetune",
             f"--export_dir={export_dir}", f"--model_dir={model_dir}",
@@ -124,9 +121,9 @@ def run_study(pretrained_run, work_dir, seeds, sizes, bindings, parallel):
           f"{final_eval(model_dir)['eval_accuracy']:.4f} in {seconds:.0f} s",
           flush=True)
 
-  with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+  with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
     list(pool.map(launch, pending))
-  num_train = _num_train()
+  num_train = len(_task().train.texts)
   rows = []
   for name, _, (init, seed, size, _) in runs:
     model_dir = os.path.join(work_dir, name)
@@ -150,14 +147,25 @@ def _setting(name):
   return value
 
 
-def _num_train():
-  from trainer import classifier_data  # pylint: disable=g-import-not-at-top
-  return len(classifier_data.load_task(TASK).train.texts)
-
-
-def write_results(rows, export_dir, results_dir, parallel):
-  """results/finetune.csv and results/finetune.md."""
+def _parse_config(bindings):
+  """Parses configs/finetune.gin with `bindings`, to read its settings."""
   import gin  # pylint: disable=g-import-not-at-top
+  # Registers the finetune.* names.
+  # pylint: disable-next=g-import-not-at-top,unused-import
+  from trainer import finetune
+  gin.clear_config()
+  gin.parse_config_files_and_bindings([CONFIG], list(bindings),
+                                      finalize_config=False)
+
+
+@functools.lru_cache(maxsize=None)
+def _task():
+  from trainer import classifier_data  # pylint: disable=g-import-not-at-top
+  return classifier_data.load_task(TASK)
+
+
+def write_results(rows, export_dir, results_dir, jobs):
+  """results/finetune.csv and results/finetune.md."""
   os.makedirs(results_dir, exist_ok=True)
   with open(os.path.join(results_dir, "finetune.csv"), "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -181,12 +189,9 @@ def write_results(rows, export_dir, results_dir, parallel):
           f"{statistics.median(r['loss'] for r in cell):.4f} | {gain} |")
   with open(os.path.join(export_dir, "README.md"), encoding="utf-8") as f:
     source = [line.strip("- \n") for line in f if line.startswith("- ")][:3]
-  from trainer import classifier_data  # pylint: disable=g-import-not-at-top
-  from trainer import finetune  # pylint: disable=g-import-not-at-top,unused-import  # finetune.*
-  labels = list(classifier_data.load_task(TASK).eval.labels)
+  labels = list(_task().eval.labels)
   majority = max(map(labels.count, set(labels))) / len(labels)
-  gin.clear_config()
-  gin.parse_config_files_and_bindings([CONFIG], [], finalize_config=False)
+  _parse_config([])
   setting = {k: _setting(f"finetune.{k}") for k in (
       "optimizer", "learning_rate", "global_batch_size", "max_seq_length",
       "dropout", "total_steps")}
@@ -194,7 +199,7 @@ def write_results(rows, export_dir, results_dir, parallel):
 
 Command: `python -m scripts.finetune_study --pretrained_run=...`
 - runs: {len(rows)}, {sum(r['seconds'] for r in rows) / 60:.1f} minutes of
-  fine-tuning in all, {parallel} at a time; {platform.machine()}, \
+  fine-tuning in all, {jobs} at a time; {platform.machine()}, \
 {os.cpu_count()} cores, {cpu_note()}
 - task: {TASK}, 3 classes; the eval split's {len(labels):,} tweets \
 (majority class {majority:.1%}); all the labelled training tweets, and a
